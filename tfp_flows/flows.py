@@ -1,0 +1,79 @@
+"""Factories that assemble flow layers into a ready `FlowModel`."""
+
+import numpy as np
+
+from tfp_flows.bijectors import half_mask
+from tfp_flows.layers import AffineCouplingLayer, PlanarLayer, RadialLayer, ScaleAndShiftLayer
+from tfp_flows.model import FlowModel
+
+
+def realnvp(
+    dim,
+    num_layers=8,
+    hidden_units=(64, 64),
+    activation="relu",
+    log_scale_clamp=3.0,
+    standardize=None,
+    **model_kwargs,
+):
+    """RealNVP: `num_layers` affine couplings whose masks alternate halves.
+
+    Arguments:
+        dim: event size.
+        num_layers: number of couplings.
+        hidden_units: widths of each coupling's MLP (an int means one layer).
+        activation, log_scale_clamp: see `AffineCouplingLayer`.
+        standardize: optional training data [N, dim]; its mean and std set a
+            fixed last step so the couplings see standardised values while
+            `log_prob` stays the density of the data in its own units.
+        **model_kwargs: `base_distribution`, `dtype`, `name`, ... for `FlowModel`.
+    """
+    _check_dim(dim, minimum=2, family="realnvp")
+    dtype = model_kwargs.get("dtype")
+    hidden_units = (hidden_units,) if np.isscalar(hidden_units) else tuple(hidden_units)
+    steps = [
+        AffineCouplingLayer(
+            half_mask(dim, flip=i % 2 == 1),
+            hidden_units,
+            activation,
+            log_scale_clamp,
+            dtype=dtype,
+            name=f"coupling_{i}",
+        )
+        for i in range(num_layers)
+    ]
+    return _model(steps, dim, standardize, model_kwargs)
+
+
+def planar(dim, num_layers=16, standardize=None, **model_kwargs):
+    """A stack of `num_layers` planar flows (Rezende & Mohamed, 2015)."""
+    _check_dim(dim, minimum=1, family="planar")
+    dtype = model_kwargs.get("dtype")
+    steps = [PlanarLayer(dtype=dtype, name=f"planar_{i}") for i in range(num_layers)]
+    return _model(steps, dim, standardize, model_kwargs)
+
+
+def radial(dim, num_layers=16, standardize=None, **model_kwargs):
+    """A stack of `num_layers` radial flows (Rezende & Mohamed, 2015)."""
+    _check_dim(dim, minimum=1, family="radial")
+    dtype = model_kwargs.get("dtype")
+    steps = [RadialLayer(dtype=dtype, name=f"radial_{i}") for i in range(num_layers)]
+    return _model(steps, dim, standardize, model_kwargs)
+
+
+FLOWS = {"realnvp": realnvp, "planar": planar, "radial": radial}
+
+
+def _model(steps, dim, standardize, model_kwargs):
+    if standardize is not None:
+        steps.append(
+            ScaleAndShiftLayer.from_data(
+                standardize, dtype=model_kwargs.get("dtype"), name="standardize"
+            )
+        )
+    return FlowModel(steps, event_shape=(dim,), **model_kwargs)
+
+
+def _check_dim(dim, minimum, family):
+    if int(dim) != dim or dim < minimum:
+        raise ValueError(f"{family} needs an integer dim >= {minimum}, got {dim!r}.")

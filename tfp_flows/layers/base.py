@@ -1,0 +1,49 @@
+"""Keras layers that own a flow's weights and hand out its bijector."""
+
+import keras
+
+
+class FlowLayer(keras.layers.Layer):
+    """Base class: a Keras 3 layer that owns the weights of one bijector.
+
+    Under Keras 3 a weight held only by a `tf.Module` (a TFP bijector) is
+    silently never trained, so the layer creates every weight (`add_weight`,
+    sub-layers) and the bijector it builds only *references* them, through
+    `variable.value`; derived parameters are computed inside the bijector's
+    methods, so they follow the weights as they train.
+
+    Subclasses implement `build_weights(event_size)` and `make_bijector()`.
+    The bijector exists once the layer is built (`layer.bijector`); calling
+    the layer applies the bijector's forward map (base → data).
+    """
+
+    def build(self, input_shape):
+        event_size = input_shape[-1]
+        if event_size is None:
+            raise ValueError(
+                f"{self.name}: the event size (last axis of the input shape) "
+                f"must be known, got input shape {input_shape}."
+            )
+        self.build_weights(int(event_size))
+        self._bijector = self.make_bijector()
+
+    def build_weights(self, event_size):
+        """Creates the weights for events of `event_size` dimensions."""
+
+    def make_bijector(self):
+        raise NotImplementedError
+
+    @property
+    def bijector(self):
+        if not self.built:
+            raise ValueError(
+                f"{self.name} is not built yet: its bijector exists once the "
+                "layer knows the event size (build it, or add it to a FlowModel)."
+            )
+        return self._bijector
+
+    def call(self, inputs):
+        return self.bijector.forward(inputs)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape

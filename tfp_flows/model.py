@@ -1,0 +1,265 @@
+"""`FlowModel`: a Keras 3 model whose distribution is a TFP TransformedDistribution."""
+
+import math
+import numbers
+
+import keras
+import numpy as np
+import tensorflow as tf
+import tensorflow_probability as tfp
+
+from tfp_flows import validation
+from tfp_flows.layers import FlowLayer
+
+tfb = tfp.bijectors
+tfd = tfp.distributions
+
+
+@keras.saving.register_keras_serializable(package="tfp_flows")
+class FlowModel(keras.Model):
+    """A normalizing flow as a Keras model, trained by maximum likelihood with `fit`.
+
+    `flow_layers` are applied in order in the forward (sampling) direction,
+    base → data: `flow_layers[-1]` is the step nearest the data. Each item is
+    a `FlowLayer` (which owns its weights) or a fixed `tfb.Bijector` with no
+    weights. `model.distribution` is a genuine `tfd.TransformedDistribution`
+    of the base distribution through `tfb.Chain(reversed(bijectors))`, so it
+    composes with the rest of TFP.
+
+    Training minimises the mean negative log-likelihood (nats per example);
+    `fit` reports it as `loss`, and as `bits_per_dim` = loss / (D·ln 2).
+    `model(x)` and `model.predict(x)` return log p(x) per example.
+
+    Arguments:
+        flow_layers: the flow's steps, base → data.
+        event_shape: shape of one example, e.g. `(2,)`. May be omitted when
+            `base_distribution` is given.
+        base_distribution: any `tfd.Distribution` over that event shape;
+            a standard normal by default.
+        **kwargs: passed to `keras.Model` (`name`, `dtype`, ...).
+
+    Example:
+        >>> import numpy as np
+        >>> from tfp_flows import FlowModel, layers
+        >>> model = FlowModel([layers.PlanarLayer() for _ in range(4)], event_shape=(2,))
+        >>> model.log_prob(np.zeros((3, 2), np.float32)).shape
+        TensorShape([3])
+    """
+
+    def __init__(self, flow_layers, event_shape=None, base_distribution=None, **kwargs):
+        super().__init__(**kwargs)
+        policy = self.dtype_policy
+        if policy.compute_dtype != policy.variable_dtype:
+            raise ValueError(
+                f"FlowModel needs one float dtype for weights and computation (log-dets "
+                f"lose too much precision otherwise), got the policy {policy.name}."
+            )
+        flow_layers = list(flow_layers)
+        for step in flow_layers:
+            if not isinstance(step, (FlowLayer, tfb.Bijector)):
+                raise TypeError(
+                    "flow_layers must be tfp_flows FlowLayers or fixed tfb.Bijectors, "
+                    f"got {type(step).__name__}."
+                )
+            if isinstance(step, FlowLayer) and step.dtype_policy.variable_dtype != self.dtype:
+                raise ValueError(
+                    f"{step.name} has dtype {step.dtype_policy.variable_dtype} but the model "
+                    f"has {self.dtype}: pass the same dtype to both."
+                )
+        self.flow_layers = flow_layers
+        self.event_shape = _event_shape(event_shape, base_distribution)
+        self.event_size = int(np.prod(self.event_shape))
+        self._custom_base = base_distribution is not None
+        self.base_distribution = base_distribution or tfd.Sample(
+            tfd.Normal(tf.constant(0.0, self.dtype), tf.constant(1.0, self.dtype)),
+            sample_shape=self.event_shape,
+            name="standard_normal",
+        )
+        self.loss_tracker = keras.metrics.Mean(name="loss")
+        self.bits_per_dim_tracker = keras.metrics.Mean(name="bits_per_dim")
+        # Compiled eager entry points, kept out of Keras and TF object tracking.
+        object.__setattr__(self, "_compiled", {})
+        self.build((None,) + self.event_shape)
+
+    def build(self, input_shape):
+        bijectors = []
+        for step in self.flow_layers:
+            if isinstance(step, FlowLayer):
+                if not step.built:
+                    step.build(input_shape)
+                bijectors.append(step.bijector)
+            else:
+                bijectors.append(step)
+        self._distribution = tfd.TransformedDistribution(
+            self.base_distribution, tfb.Chain(bijectors[::-1], name="flow"), name=self.name
+        )
+        self.built = True
+
+    @property
+    def distribution(self):
+        """The flow as a `tfd.TransformedDistribution` (base → data)."""
+        return self._distribution
+
+    @property
+    def bijector(self):
+        """The flow's `tfb.Chain`, mapping base → data with `forward`."""
+        return self._distribution.bijector
+
+    # --- Densities and samples -------------------------------------------
+
+    def log_prob(self, x):
+        """log p(x) per example, exact; x has shape [..., *event_shape]."""
+        x = validation.check_events(x, self.event_shape, self.dtype)
+        return self._run("log_prob", self._distribution.log_prob, x)
+
+    def prob(self, x):
+        return tf.exp(self.log_prob(x))
+
+    def bits_per_dim(self, x):
+        """−log₂ p(x) / D per example."""
+        return -self.log_prob(x) / (self.event_size * math.log(2.0))
+
+    def sample(self, n, seed=None):
+        """Draws `n` samples; the same `seed` (int or stateless int32[2]) gives the same ones."""
+        n = validation.check_sample_count(n)
+        if seed is None:
+            return self._run("sample", lambda n: self._distribution.sample(n), n)
+        return self._run(
+            "sample_seeded",
+            lambda n, seed: self._distribution.sample(n, seed=seed),
+            n,
+            _stateless_seed(seed),
+        )
+
+    def forward(self, z):
+        """Maps base-space points to data space (the sampling direction)."""
+        z = validation.check_events(z, self.event_shape, self.dtype, argument="z")
+        return self._run("forward", self.bijector.forward, z)
+
+    def inverse(self, x):
+        """Maps data to base space (the normalizing direction)."""
+        x = validation.check_events(x, self.event_shape, self.dtype)
+        return self._run("inverse", self.bijector.inverse, x)
+
+    def _run(self, name, fn, *args):
+        """Runs fn in graph mode: compiled once per model when called eagerly."""
+        if not tf.executing_eagerly():
+            return fn(*args)
+        if name not in self._compiled:
+            self._compiled[name] = tf.function(fn, reduce_retracing=True)
+        return self._compiled[name](*args)
+
+    def call(self, inputs):
+        return self._distribution.log_prob(tf.cast(inputs, self.dtype))
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape)[: -len(self.event_shape)]
+
+    # --- Training --------------------------------------------------------
+
+    @property
+    def metrics(self):
+        return [self.loss_tracker, self.bits_per_dim_tracker]
+
+    def _negative_log_likelihood(self, data):
+        x, _, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        log_prob = self._distribution.log_prob(tf.cast(x, self.dtype))
+        if sample_weight is None:
+            return -tf.reduce_mean(log_prob)
+        weight = tf.cast(tf.reshape(sample_weight, tf.shape(log_prob)), self.dtype)
+        return -tf.reduce_sum(weight * log_prob) / tf.reduce_sum(weight)
+
+    def _update_metrics(self, nll):
+        self.loss_tracker.update_state(nll)
+        self.bits_per_dim_tracker.update_state(nll / (self.event_size * math.log(2.0)))
+        return {metric.name: metric.result() for metric in self.metrics}
+
+    def train_step(self, data):
+        with tf.GradientTape() as tape:
+            nll = self._negative_log_likelihood(data)
+            loss = nll + tf.add_n(self.losses) if self.losses else nll
+        gradients = tape.gradient(loss, self.trainable_variables)
+        self.optimizer.apply(gradients, self.trainable_variables)
+        return self._update_metrics(nll)
+
+    def test_step(self, data):
+        return self._update_metrics(self._negative_log_likelihood(data))
+
+    def compile(self, optimizer="adam", **kwargs):
+        if kwargs.get("loss") is not None:
+            raise ValueError(
+                "FlowModel trains by maximum likelihood and takes no `loss`; "
+                "compile it with an optimizer only."
+            )
+        super().compile(optimizer=optimizer, **kwargs)
+
+    def fit(self, x=None, y=None, *args, validation_data=None, **kwargs):
+        """`keras.Model.fit`, after checking array data (shape, dtype, finite, non-empty)."""
+        x = validation.check_training_data(x, self.event_shape, "x")
+        if validation_data is not None and not isinstance(validation_data, tf.data.Dataset):
+            validation_data = validation.check_training_data(
+                validation_data, self.event_shape, "validation_data"
+            )
+        return super().fit(x, y, *args, validation_data=validation_data, **kwargs)
+
+    def evaluate(self, x=None, y=None, *args, **kwargs):
+        x = validation.check_training_data(x, self.event_shape, "x")
+        return super().evaluate(x, y, *args, **kwargs)
+
+    # --- Serialisation ---------------------------------------------------
+
+    def get_config(self):
+        for step in self.flow_layers:
+            if not isinstance(step, FlowLayer):
+                raise ValueError(
+                    f"cannot serialise the fixed bijector {step.name!r}: wrap it in a "
+                    "FlowLayer (see tfp_flows.layers.PermuteLayer) to save the model."
+                )
+        if self._custom_base:
+            raise ValueError(
+                "cannot serialise a custom base distribution: subclass FlowModel and "
+                "override get_config/from_config to rebuild it."
+            )
+        return {
+            **super().get_config(),
+            "flow_layers": [keras.saving.serialize_keras_object(s) for s in self.flow_layers],
+            "event_shape": list(self.event_shape),
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["flow_layers"] = [
+            keras.saving.deserialize_keras_object(s) for s in config["flow_layers"]
+        ]
+        config["event_shape"] = tuple(config["event_shape"])
+        return cls(**config)
+
+
+def _event_shape(event_shape, base_distribution):
+    if base_distribution is not None:
+        base_shape = tuple(base_distribution.event_shape.as_list())
+        if event_shape is not None and tuple(np.atleast_1d(event_shape)) != base_shape:
+            raise ValueError(
+                f"event_shape {tuple(event_shape)} does not match the base distribution's "
+                f"event shape {base_shape}."
+            )
+        event_shape = base_shape
+    if event_shape is None:
+        raise ValueError("FlowModel needs an event_shape (or a base_distribution).")
+    event_shape = tuple(int(d) for d in np.atleast_1d(event_shape))
+    if len(event_shape) != 1:
+        raise ValueError(f"FlowModel models vector events for now, got event_shape {event_shape}.")
+    return event_shape
+
+
+def _stateless_seed(seed):
+    if isinstance(seed, numbers.Integral):
+        return tf.constant([0, int(seed)], tf.int32)
+    seed = tf.convert_to_tensor(seed)
+    if seed.dtype not in (tf.int32, tf.int64) or seed.shape != (2,):
+        raise ValueError(
+            f"seed must be an int or a stateless int32[2] seed, got {seed.dtype.name} "
+            f"of shape {seed.shape}."
+        )
+    return tf.cast(seed, tf.int32)
