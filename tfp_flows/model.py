@@ -193,6 +193,12 @@ class FlowModel(keras.Model):
             )
         super().compile(optimizer=optimizer, **kwargs)
 
+    def compile_from_config(self, config):
+        # Keras skips compiling a loaded model whose class overrides `compile`;
+        # ours only adds a check, so restore the optimizer (and its state) as usual.
+        self.compile(**keras.saving.deserialize_keras_object(config))
+        self.optimizer.build(self.trainable_variables)
+
     def fit(self, x=None, y=None, *args, validation_data=None, **kwargs):
         """`keras.Model.fit`, after checking array data (shape, dtype, finite, non-empty)."""
         x = validation.check_training_data(x, self.event_shape, "x")

@@ -1,0 +1,73 @@
+import json
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+from tfp_flows import cli, datasets
+
+
+def _run(*args):
+    return subprocess.run(
+        [sys.executable, "-m", "tfp_flows", *args], capture_output=True, text=True, timeout=300
+    )
+
+
+def test_help_explains_every_option():
+    result = _run("train", "--help")
+    assert result.returncode == 0
+    for option in ("--dataset", "--flow", "--epochs", "--out", "--learning-rate", "--seed"):
+        assert option in result.stdout
+
+
+def test_unknown_dataset_is_a_usage_error():
+    result = _run("train", "--dataset", "nope")
+    assert result.returncode == 2
+    assert "invalid choice: 'nope'" in result.stderr
+
+
+def test_default_training_gives_a_good_moons_model(tmp_path):
+    # The README's main job with its defaults; the bound is a correctness bound
+    # (an untrained flow scores ~2 nats, the data's entropy is 0.29).
+    out = tmp_path / "moons"
+    assert cli.main(["train", "--out", str(out), "--verbose", "0"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["test_nll"] < 0.40
+    assert metrics["epochs_run"] == 100
+    for plot in ("samples", "density", "latent", "training"):
+        assert (out / metrics["plots"][plot]).stat().st_size > 10_000
+    assert (out / "history.csv").read_text().count("\n") == 101
+    model = keras.models.load_model(out / "model.keras")
+    test = datasets.load("moons", seed=0).test
+    assert -float(np.mean(model.log_prob(test))) == pytest.approx(metrics["test_nll"], abs=1e-5)
+
+
+def test_train_planar_on_sin_with_early_stopping(tmp_path):
+    out = tmp_path / "sin"
+    code = cli.main(
+        [
+            "train",
+            "--dataset",
+            "sin",
+            "--flow",
+            "planar",
+            "--epochs",
+            "3",
+            "--num-train",
+            "2000",
+            "--num-test",
+            "500",
+            "--patience",
+            "1",
+            "--out",
+            str(out),
+            "--verbose",
+            "0",
+        ]
+    )
+    assert code == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert np.isfinite(metrics["test_nll"])
+    assert metrics["history"]["loss"][-1] < metrics["history"]["loss"][0]

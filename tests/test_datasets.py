@@ -1,0 +1,49 @@
+import numpy as np
+import pytest
+
+from tfp_flows import datasets
+
+
+@pytest.mark.parametrize("name", datasets.NAMES)
+def test_deterministic_split_with_seed(name):
+    a = datasets.load(name, num_train=300, num_test=100, seed=3)
+    b = datasets.load(name, num_train=300, num_test=100, seed=3)
+    c = datasets.load(name, num_train=300, num_test=100, seed=4)
+    np.testing.assert_array_equal(a.train, b.train)
+    np.testing.assert_array_equal(a.test, b.test)
+    assert not np.array_equal(a.train, c.train)
+    assert a.train.dtype == np.float32 and np.isfinite(a.train).all()
+    if name != "digits":
+        assert a.train.shape == (300, 2) and a.test.shape == (100, 2)
+
+
+def test_sin_follows_its_definition():
+    data = datasets.load("sin", num_train=20000, num_test=1, seed=0).train
+    x1, x2 = data[:, 0], data[:, 1]
+    assert x2.min() >= -3 and x2.max() <= 3
+    assert np.std(x1 - np.sin(x2)) == pytest.approx(0.1, rel=0.03)
+
+
+def test_checkerboard_lives_on_the_black_squares():
+    data = datasets.load("checkerboard", num_train=5000, num_test=1, seed=0).train
+    cells = np.floor(data / 2).astype(int)
+    assert np.all(np.abs(data) <= 4)
+    assert np.all((cells[:, 0] + cells[:, 1]) % 2 == 0)
+
+
+def test_digits_are_dequantised_counts():
+    from sklearn.datasets import load_digits
+
+    data = datasets.load("digits", seed=0)
+    assert data.train.shape == (1500, 64) and data.test.shape == (297, 64)
+    assert data.train.min() >= 0 and data.train.max() < 17
+    counts = np.floor(np.concatenate([data.train, data.test]))
+    original = load_digits().data
+    assert sorted(map(bytes, counts.astype(np.uint8))) == sorted(
+        map(bytes, original.astype(np.uint8))
+    )
+
+
+def test_unknown_dataset_is_named():
+    with pytest.raises(ValueError, match="unknown dataset 'spiral'"):
+        datasets.load("spiral")

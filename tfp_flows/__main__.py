@@ -1,0 +1,5 @@
+import sys
+
+from tfp_flows.cli import main
+
+sys.exit(main())
