@@ -178,6 +178,10 @@ class FlowModel(keras.Model):
         with tf.GradientTape() as tape:
             nll = self._negative_log_likelihood(data)
             loss = nll + tf.add_n(self.losses) if self.losses else nll
+            # As in Keras' own train_step: replicas' gradients are summed, so
+            # each replica scales its loss by their number (1 on one device).
+            replicas = tf.distribute.get_strategy().num_replicas_in_sync
+            loss = self.optimizer.scale_loss(loss / replicas)
         gradients = tape.gradient(loss, self.trainable_variables)
         self.optimizer.apply(gradients, self.trainable_variables)
         return self._update_metrics(nll)

@@ -1,0 +1,29 @@
+"""The README's two set-up commands are the ones CI and users run."""
+
+import pathlib
+import re
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _commands():
+    return re.findall(
+        r"```bash\n(python3 -m venv .venv && [^\n]+)\n```", (ROOT / "README.md").read_text()
+    )
+
+
+def test_ci_runs_the_readme_test_command():
+    main_job, tests = _commands()
+    assert "tfp-flows train" in main_job
+    assert "pytest" in tests
+    ci_lines = (ROOT / ".ci" / "run").read_text().splitlines()
+    assert tests in ci_lines
+
+
+def test_main_job_options_exist():
+    from tfp_flows.cli import build_parser
+
+    main_job = _commands()[0]
+    arguments = main_job.split("tfp-flows ", 1)[1].split()
+    args = build_parser().parse_args(arguments)  # exits on an unknown option
+    assert (args.dataset, args.flow) == ("moons", "realnvp")
