@@ -13,9 +13,7 @@ def _commands():
 
 
 def test_ci_runs_the_readme_test_command():
-    main_job, tests = _commands()
-    assert "tfp-flows train" in main_job
-    assert "pytest" in tests
+    _, tests = _commands()
     ci_lines = (ROOT / ".ci" / "run").read_text().splitlines()
     assert tests in ci_lines
 
