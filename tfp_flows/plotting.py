@@ -142,6 +142,19 @@ def plot_density(model, data, path, grid_size=200, bounds=None, show_data=True, 
     return _save(fig, path)
 
 
+def _scatter_by_angle(ax, points, angles, size):
+    ax.scatter(
+        points[:, 0],
+        points[:, 1],
+        c=angles,
+        cmap=ANGLE_CMAP,
+        norm=colors.Normalize(-np.pi, np.pi),
+        s=size,
+        linewidths=0,
+        rasterized=True,
+    )
+
+
 def plot_latent_mapping(model, data, path, num_points=2000, seed=0):
     """How the flow maps data to the standard normal base, and back.
 
@@ -178,32 +191,13 @@ def plot_latent_mapping(model, data, path, num_points=2000, seed=0):
     ok_latent = np.isfinite(latent).all(axis=1)
     ok_pushed = np.isfinite(pushed).all(axis=1)
     limits = _limits(data, pushed[ok_pushed])
-    norm = colors.Normalize(-np.pi, np.pi)
     size = _marker_size(num_points)
 
     fig, (data_ax, latent_ax, pushed_ax) = _figure(1, 3, (15, 5))
-    data_ax.scatter(
-        data[:, 0],
-        data[:, 1],
-        c=data_angle,
-        cmap=ANGLE_CMAP,
-        norm=norm,
-        s=size,
-        linewidths=0,
-        rasterized=True,
-    )
+    _scatter_by_angle(data_ax, data, data_angle, size)
     data_ax.set_title("data, coloured by angle")
 
-    latent_ax.scatter(
-        latent[ok_latent, 0],
-        latent[ok_latent, 1],
-        c=data_angle[ok_latent],
-        cmap=ANGLE_CMAP,
-        norm=norm,
-        s=size,
-        linewidths=0,
-        rasterized=True,
-    )
+    _scatter_by_angle(latent_ax, latent[ok_latent], data_angle[ok_latent], size)
     for radius, style in [(1.0, "-"), (2.0, "--")]:
         latent_ax.add_patch(
             Circle(
@@ -230,16 +224,7 @@ def plot_latent_mapping(model, data, path, num_points=2000, seed=0):
         title += f"\n{int((~ok_latent).sum())} non-finite dropped"
     latent_ax.set_title(title)
 
-    pushed_ax.scatter(
-        pushed[ok_pushed, 0],
-        pushed[ok_pushed, 1],
-        c=_angle(z[ok_pushed]),
-        cmap=ANGLE_CMAP,
-        norm=norm,
-        s=size,
-        linewidths=0,
-        rasterized=True,
-    )
+    _scatter_by_angle(pushed_ax, pushed[ok_pushed], _angle(z[ok_pushed]), size)
     pushed_ax.set_title("z ~ N(0, I) mapped to data space (forward),\ncoloured by latent angle")
 
     for ax in (data_ax, pushed_ax):
