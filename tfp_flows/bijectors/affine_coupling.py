@@ -85,6 +85,10 @@ class AffineCoupling(FlowBijector):
             self._conditioning = np.flatnonzero(mask)
             self._transformed = np.flatnonzero(~mask)
             self._merge = np.argsort(np.concatenate([self._conditioning, self._transformed]))
+            # Two contiguous blocks (a half split) need no gathers, whose
+            # gradients cost many small ops in this overhead-bound regime.
+            self._conditioning_first = bool(mask[0])
+            self._contiguous = np.count_nonzero(np.diff(mask.astype(int))) == 1
             super().__init__(
                 forward_min_event_ndims=1,
                 validate_args=validate_args,
@@ -105,10 +109,23 @@ class AffineCoupling(FlowBijector):
         return self._shift_and_log_scale_fn
 
     def _split(self, x):
-        return (tf.gather(x, self._conditioning, axis=-1), tf.gather(x, self._transformed, axis=-1))
+        """(x_a, x_b): the conditioning and the transformed parts."""
+        if not self._contiguous:
+            return (
+                tf.gather(x, self._conditioning, axis=-1),
+                tf.gather(x, self._transformed, axis=-1),
+            )
+        sizes = [len(self._conditioning), len(self._transformed)]
+        if self._conditioning_first:
+            return tuple(tf.split(x, sizes, axis=-1))
+        x_b, x_a = tf.split(x, sizes[::-1], axis=-1)
+        return x_a, x_b
 
     def _merge_parts(self, x_a, x_b):
-        return tf.gather(tf.concat([x_a, x_b], axis=-1), self._merge, axis=-1)
+        if not self._contiguous:
+            return tf.gather(tf.concat([x_a, x_b], axis=-1), self._merge, axis=-1)
+        parts = [x_a, x_b] if self._conditioning_first else [x_b, x_a]
+        return tf.concat(parts, axis=-1)
 
     def _shift_and_log_scale(self, x_a, **kwargs):
         shift, log_scale = self._shift_and_log_scale_fn(x_a, **kwargs)
