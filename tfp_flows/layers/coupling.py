@@ -43,7 +43,8 @@ class ShiftAndLogScaleNetwork(keras.layers.Layer):
         for layer in self.hidden_layers:
             hidden = layer(hidden)
         output = self.output_layer(hidden)
-        return output[..., : self.output_size], output[..., self.output_size :]
+        shift, log_scale = keras.ops.split(output, 2, axis=-1)
+        return shift, log_scale
 
     def get_config(self):
         return {
