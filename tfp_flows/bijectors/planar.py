@@ -1,5 +1,7 @@
 """Planar flow (Rezende & Mohamed, 2015) with an exact inverse."""
 
+import math
+
 import tensorflow as tf
 import tensorflow_probability as tfp
 from tensorflow_probability.python.internal import dtype_util, tensor_util
@@ -8,12 +10,18 @@ from tfp_flows.bijectors._root_finding import implicit_newton_step, increasing_r
 from tfp_flows.bijectors.base import FlowBijector
 
 
+_LOG_E_MINUS_1 = math.log(math.e - 1.0)
+
+
 class Planar(FlowBijector):
     """Planar flow: y = z + û·tanh(wᵀz + b).
 
     `u` is reparameterised to û = u + (m(wᵀu) − wᵀu)·w/‖w‖² with
-    m(a) = −1 + softplus(a), so that wᵀû > −1 and the map is strictly
-    invertible (Rezende & Mohamed 2015, appendix A).
+    m(a) = −1 + softplus(a + log(e − 1)), so that wᵀû > −1 and the map is
+    strictly invertible (Rezende & Mohamed 2015, appendix A). The shift by
+    log(e − 1) makes m(0) = 0: where wᵀu ≈ 0 the constraint leaves u alone,
+    whereas the paper's m(0) = −0.31 contracts every fresh layer by 0.69
+    along û (16 fresh layers shrink space 300-fold).
 
     Directions:
         forward (base → data): closed form, log|det| = log(1 + (1 − tanh²(wᵀz + b))·wᵀû).
@@ -80,7 +88,7 @@ class Planar(FlowBijector):
         w = tf.convert_to_tensor(self._w)
         b = tf.convert_to_tensor(self._b)
         w_dot_u = tf.reduce_sum(w * u, axis=-1)
-        w_dot_u_hat = tf.math.softplus(w_dot_u) - 1.0
+        w_dot_u_hat = tf.math.softplus(w_dot_u + _LOG_E_MINUS_1) - 1.0
         w_norm_sq = tf.reduce_sum(tf.square(w), axis=-1)
         u_hat = u + ((w_dot_u_hat - w_dot_u) / w_norm_sq)[..., tf.newaxis] * w
         return u_hat, w, b, w_dot_u_hat
