@@ -248,3 +248,14 @@ def test_fresh_flows_start_near_the_identity(family):
     x = np.random.default_rng(0).standard_normal((1000, 2)).astype("float32")
     gap = np.abs(model.log_prob(x) - model.base_distribution.log_prob(x))
     assert float(np.mean(gap)) < 0.5
+
+
+def test_coupling_networks_start_with_spread_relu_kinks():
+    # Zero biases would bend every first-layer ReLU at x_a = 0 (see ShiftAndLogScaleNetwork).
+    network = flows.realnvp(2, num_layers=1).flow_layers[0].network
+    for layer in network.hidden_layers:
+        fan_in = layer.kernel.shape[0]
+        bias = layer.bias.numpy()
+        assert np.all(np.abs(bias) <= 1 / math.sqrt(fan_in))
+        assert np.std(bias) > 0.2 / math.sqrt(fan_in)
+    np.testing.assert_array_equal(network.output_layer.kernel.numpy(), 0.0)

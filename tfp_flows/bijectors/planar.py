@@ -9,7 +9,6 @@ from tensorflow_probability.python.internal import dtype_util, tensor_util
 from tfp_flows.bijectors._root_finding import implicit_newton_step, increasing_root
 from tfp_flows.bijectors.base import FlowBijector
 
-
 _LOG_E_MINUS_1 = math.log(math.e - 1.0)
 
 

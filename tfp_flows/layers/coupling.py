@@ -1,3 +1,5 @@
+import math
+
 import keras
 import numpy as np
 
@@ -10,7 +12,11 @@ class ShiftAndLogScaleNetwork(keras.layers.Layer):
     """MLP x_a -> (shift, log_scale), each of `output_size` units.
 
     The last layer starts at zero, so a coupling using this network starts as
-    the identity map.
+    the identity map. Hidden biases start uniform in ±1/√fan_in (as PyTorch's
+    `Linear` does) rather than at zero: with zero biases every ReLU of the
+    first layer bends at x_a = 0, and a coupling conditioned on one coordinate
+    starts as a two-piece linear function that takes hundreds of steps to
+    grow more pieces.
     """
 
     def __init__(self, output_size, hidden_units=(64, 64), activation="relu", **kwargs):
@@ -18,25 +24,29 @@ class ShiftAndLogScaleNetwork(keras.layers.Layer):
         self.output_size = output_size
         self.hidden_units = tuple(hidden_units)
         self.activation = activation
-        self.hidden_layers = [
-            keras.layers.Dense(
-                units, activation=activation, dtype=self.dtype_policy, name=f"hidden_{i}"
+
+    def build(self, input_shape):
+        width = int(input_shape[-1])
+        self.hidden_layers = []
+        for i, units in enumerate(self.hidden_units):
+            bound = 1.0 / math.sqrt(width)
+            layer = keras.layers.Dense(
+                units,
+                activation=self.activation,
+                bias_initializer=keras.initializers.RandomUniform(-bound, bound),
+                dtype=self.dtype_policy,
+                name=f"hidden_{i}",
             )
-            for i, units in enumerate(self.hidden_units)
-        ]
+            layer.build((None, width))
+            self.hidden_layers.append(layer)
+            width = units
         self.output_layer = keras.layers.Dense(
-            2 * output_size,
+            2 * self.output_size,
             kernel_initializer="zeros",
             dtype=self.dtype_policy,
             name="shift_and_log_scale",
         )
-
-    def build(self, input_shape):
-        shape = tuple(input_shape)
-        for layer in self.hidden_layers:
-            layer.build(shape)
-            shape = shape[:-1] + (layer.units,)
-        self.output_layer.build(shape)
+        self.output_layer.build((None, width))
 
     def call(self, inputs):
         hidden = inputs
