@@ -162,21 +162,28 @@ class FlowModel(keras.Model):
         return [self.loss_tracker, self.bits_per_dim_tracker]
 
     def _negative_log_likelihood(self, data):
+        """(Weighted) mean NLL of a batch, and the batch's total weight."""
         x, _, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         log_prob = self._distribution.log_prob(tf.cast(x, self.dtype))
         if sample_weight is None:
-            return -tf.reduce_mean(log_prob)
-        weight = tf.cast(tf.reshape(sample_weight, tf.shape(log_prob)), self.dtype)
-        return -tf.reduce_sum(weight * log_prob) / tf.reduce_sum(weight)
+            weight = tf.ones_like(log_prob)
+        else:
+            weight = tf.cast(tf.reshape(sample_weight, tf.shape(log_prob)), self.dtype)
+        total = tf.reduce_sum(weight)
+        return -tf.reduce_sum(weight * log_prob) / total, total
 
-    def _update_metrics(self, nll):
-        self.loss_tracker.update_state(nll)
-        self.bits_per_dim_tracker.update_state(nll / (self.event_size * math.log(2.0)))
+    def _update_metrics(self, nll, total_weight):
+        # Weighted by batch size, so an epoch's figure is the exact mean over
+        # its examples even when the last batch is partial.
+        self.loss_tracker.update_state(nll, sample_weight=total_weight)
+        self.bits_per_dim_tracker.update_state(
+            nll / (self.event_size * math.log(2.0)), sample_weight=total_weight
+        )
         return {metric.name: metric.result() for metric in self.metrics}
 
     def train_step(self, data):
         with tf.GradientTape() as tape:
-            nll = self._negative_log_likelihood(data)
+            nll, total_weight = self._negative_log_likelihood(data)
             loss = nll + tf.add_n(self.losses) if self.losses else nll
             # As in Keras' own train_step: replicas' gradients are summed, so
             # each replica scales its loss by their number (1 on one device).
@@ -184,10 +191,10 @@ class FlowModel(keras.Model):
             loss = self.optimizer.scale_loss(loss / replicas)
         gradients = tape.gradient(loss, self.trainable_variables)
         self.optimizer.apply(gradients, self.trainable_variables)
-        return self._update_metrics(nll)
+        return self._update_metrics(nll, total_weight)
 
     def test_step(self, data):
-        return self._update_metrics(self._negative_log_likelihood(data))
+        return self._update_metrics(*self._negative_log_likelihood(data))
 
     def compile(self, optimizer="adam", **kwargs):
         if kwargs.get("loss") is not None:
