@@ -20,7 +20,7 @@ tfb, tfd = tfp.bijectors, tfp.distributions
 def main(epochs):
     data = datasets.load("moons")  # 20k train / 5k test points, sklearn noise 0.05
     model = flows.realnvp(2, num_layers=8, hidden_units=(64, 64), standardize=data.train)
-    model.compile(keras.optimizers.Adam(1e-3))
+    model.compile(keras.optimizers.Adam(1e-3), steps_per_execution=10)
     model.fit(data.train, batch_size=512, epochs=epochs, validation_data=data.test)
 
     samples = model.sample(1000, seed=42)  # the same seed gives the same samples
