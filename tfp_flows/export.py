@@ -47,20 +47,26 @@ def signature_functions(model):
         return {"samples": distribution.sample(n, seed=seed)}
 
     def forward(z):
-        return {"x": bijector.forward(z),
-                "log_det": bijector.forward_log_det_jacobian(z, event_ndims=event_ndims)}
+        return {
+            "x": bijector.forward(z),
+            "log_det": bijector.forward_log_det_jacobian(z, event_ndims=event_ndims),
+        }
 
     def inverse(x):
-        return {"z": bijector.inverse(x),
-                "log_det": bijector.inverse_log_det_jacobian(x, event_ndims=event_ndims)}
+        return {
+            "z": bijector.inverse(x),
+            "log_det": bijector.inverse_log_det_jacobian(x, event_ndims=event_ndims),
+        }
 
     x_spec = [tf.TensorSpec(events, dtype, name="x")]
     return {
         "serving_default": (log_prob, x_spec),
         "log_prob": (log_prob, x_spec),
         "bits_per_dim": (bits_per_dim, x_spec),
-        "sample": (sample, [tf.TensorSpec([], tf.int32, name="n"),
-                            tf.TensorSpec([2], tf.int32, name="seed")]),
+        "sample": (
+            sample,
+            [tf.TensorSpec([], tf.int32, name="n"), tf.TensorSpec([2], tf.int32, name="seed")],
+        ),
         "forward": (forward, [tf.TensorSpec(events, dtype, name="z")]),
         "inverse": (inverse, x_spec),
     }
@@ -96,7 +102,8 @@ def export_saved_model(model, base_path, name, version=None):
     if os.path.exists(target):
         raise FileExistsError(
             f"{target} already exists: versions are never overwritten; pass another version "
-            "or leave it out to take the next free one.")
+            "or leave it out to take the next free one."
+        )
     if not os.access(model_dir, os.W_OK):
         raise PermissionError(f"cannot write to {model_dir}: nothing was exported.")
 
@@ -118,8 +125,11 @@ def versions(model_dir):
     """The integer versions under `model_dir` (what TF Serving would load), sorted."""
     if not os.path.isdir(model_dir):
         return []
-    return sorted(int(entry) for entry in os.listdir(model_dir)
-                  if entry.isdigit() and os.path.isdir(os.path.join(model_dir, entry)))
+    return sorted(
+        int(entry)
+        for entry in os.listdir(model_dir)
+        if entry.isdigit() and os.path.isdir(os.path.join(model_dir, entry))
+    )
 
 
 def describe(model_dir):
@@ -131,8 +141,7 @@ def describe(model_dir):
     """
     found = versions(model_dir)
     if not found:
-        raise FileNotFoundError(
-            f"no SavedModel versions (integer folders) under {model_dir}.")
+        raise FileNotFoundError(f"no SavedModel versions (integer folders) under {model_dir}.")
     description = {}
     for version in found:
         path = os.path.join(model_dir, str(version))
@@ -142,10 +151,13 @@ def describe(model_dir):
             raise ValueError(f"cannot load the SavedModel at {path}: {error}") from error
         description[version] = {
             name: {
-                "inputs": {key: _tensor(spec) for key, spec in
-                           function.structured_input_signature[1].items()},
-                "outputs": {key: _tensor(spec) for key, spec in
-                            function.structured_outputs.items()},
+                "inputs": {
+                    key: _tensor(spec)
+                    for key, spec in function.structured_input_signature[1].items()
+                },
+                "outputs": {
+                    key: _tensor(spec) for key, spec in function.structured_outputs.items()
+                },
             }
             for name, function in sorted(loaded.signatures.items())
         }
@@ -153,4 +165,4 @@ def describe(model_dir):
 
 
 def _tensor(spec):
-    return spec.dtype.name, list(spec.shape.as_list()) if spec.shape.rank is not None else None
+    return [spec.dtype.name, spec.shape.as_list() if spec.shape.rank is not None else None]
