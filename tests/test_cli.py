@@ -32,7 +32,9 @@ def test_default_training_gives_a_good_moons_model(tmp_path):
     # The README's main job with its defaults; the bound is a correctness bound
     # (an untrained flow scores ~2 nats, the data's entropy is 0.29).
     out = tmp_path / "moons"
-    assert cli.main(["train", "--out", str(out), "--verbose", "0"]) == 0
+    saved = tmp_path / "saved_models"
+    assert cli.main(["train", "--out", str(out), "--verbose", "0", "--export", str(saved)]) == 0
+    assert (saved / "moons" / "1" / "saved_model.pb").is_file()
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["test_nll"] < 0.40
     assert metrics["epochs_run"] == 100
@@ -71,3 +73,60 @@ def test_train_planar_on_sin_with_early_stopping(tmp_path):
     metrics = json.loads((out / "metrics.json").read_text())
     assert np.isfinite(metrics["test_nll"])
     assert metrics["history"]["loss"][-1] < metrics["history"]["loss"][0]
+
+
+def test_export_and_inspect_a_run(tmp_path, capsys):
+    out, saved = tmp_path / "run", tmp_path / "saved_models"
+    assert (
+        cli.main(
+            [
+                "train",
+                "--dataset",
+                "circles",
+                "--epochs",
+                "1",
+                "--num-train",
+                "1000",
+                "--num-test",
+                "200",
+                "--out",
+                str(out),
+                "--verbose",
+                "0",
+            ]
+        )
+        == 0
+    )
+    assert cli.main(["export", str(out), "--name", "circles", "--base-path", str(saved)]) == 0
+    assert (
+        cli.main(
+            ["export", str(out), "--name", "circles", "--base-path", str(saved), "--version", "5"]
+        )
+        == 0
+    )
+    capsys.readouterr()
+    assert cli.main(["inspect", str(saved / "circles")]) == 0
+    printed = capsys.readouterr().out
+    assert "version 1:" in printed and "version 5:" in printed
+    assert "input  x: float32 [-1, 2]" in printed
+    assert "output samples: float32 [-1, 2]" in printed
+    assert "input  n: int32 scalar" in printed
+    # An existing version is refused, and named.
+    assert (
+        cli.main(
+            ["export", str(out), "--name", "circles", "--base-path", str(saved), "--version", "5"]
+        )
+        == 1
+    )
+    assert "already exists" in capsys.readouterr().err
+
+
+def test_export_and_inspect_name_missing_or_corrupt_files(tmp_path, capsys):
+    assert cli.main(["export", str(tmp_path / "nope"), "--name", "m"]) == 1
+    assert f"no trained model at {tmp_path / 'nope' / 'model.keras'}" in capsys.readouterr().err
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "model.keras").write_bytes(b"not a zip file")
+    assert cli.main(["export", str(tmp_path / "bad"), "--name", "m"]) == 1
+    assert "cannot load the model at" in capsys.readouterr().err
+    assert cli.main(["inspect", str(tmp_path / "nothing")]) == 1
+    assert "no SavedModel versions" in capsys.readouterr().err

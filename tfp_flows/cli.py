@@ -94,6 +94,33 @@ def build_parser():
         choices=(0, 1, 2),
         help="Keras verbosity: 0 silent, 1 progress bar, 2 one line per epoch",
     )
+    train.add_argument(
+        "--export",
+        metavar="BASE_PATH",
+        default=None,
+        help="also export a TF Serving SavedModel to BASE_PATH/NAME/VERSION (e.g. saved_models)",
+    )
+    train.add_argument("--name", default=None, help="model name for --export (default: dataset)")
+
+    export = commands.add_parser(
+        "export",
+        help="export a trained run as a TF Serving SavedModel",
+        description="Export RUN_DIR/model.keras to BASE_PATH/NAME/VERSION (TF Serving's layout).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    export.add_argument("run_dir", help="a folder written by `tfp-flows train`")
+    export.add_argument("--name", required=True, help="model name (a folder under BASE_PATH)")
+    export.add_argument("--base-path", default="saved_models", help="TF Serving's model base")
+    export.add_argument(
+        "--version", type=int, default=None, help="version number (default: the next free one)"
+    )
+
+    inspect = commands.add_parser(
+        "inspect",
+        help="list an export's versions and signatures",
+        description="Print the versions under MODEL_DIR and each signature's inputs and outputs.",
+    )
+    inspect.add_argument("model_dir", help="e.g. saved_models/moons")
     return parser
 
 
@@ -170,17 +197,60 @@ def train(args):
         f"({metrics['test_bits_per_dim']:.4f} bits/dim), {seconds:.1f} s of training; "
         f"wrote {args.out}/model.keras, metrics.json, history.csv, plots/"
     )
+    if args.export:
+        from tfp_flows.export import export_saved_model
+
+        path = export_saved_model(model, args.export, args.name or args.dataset)
+        print(f"exported the SavedModel to {path}")
+    return 0
+
+
+def load_run(run_dir):
+    """The model of a `tfp-flows train` run; errors name the path."""
+    import keras
+
+    path = os.path.join(run_dir, "model.keras")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no trained model at {path} (run `tfp-flows train` first).")
+    try:
+        return keras.models.load_model(path)
+    except Exception as error:  # noqa: BLE001 - Keras raises many types for a bad file
+        raise ValueError(f"cannot load the model at {path}: {error}") from error
+
+
+def export(args):
+    from tfp_flows.export import export_saved_model
+
+    path = export_saved_model(load_run(args.run_dir), args.base_path, args.name, args.version)
+    print(f"exported {args.run_dir}/model.keras to {path}")
+    return 0
+
+
+def inspect(args):
+    from tfp_flows.export import describe
+
+    for version, signatures in describe(args.model_dir).items():
+        print(f"version {version}: {os.path.join(args.model_dir, str(version))}")
+        for name, io in signatures.items():
+            print(f"  {name}")
+            for kind in ("inputs", "outputs"):
+                for key, (dtype, shape) in io[kind].items():
+                    dims = "scalar" if shape == [] else str(shape).replace("None", "-1")
+                    print(f"    {kind[:-1]:6s} {key}: {dtype} {dims}")
     return 0
 
 
 def main(argv=None):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     args = build_parser().parse_args(argv)
-    if args.command == "train":
-        if args.epochs < 1 or args.batch_size < 1:
-            build_parser().error("--epochs and --batch-size must be positive")
-        return train(args)
-    return 2
+    if args.command == "train" and (args.epochs < 1 or args.batch_size < 1):
+        build_parser().error("--epochs and --batch-size must be positive")
+    command = {"train": train, "export": export, "inspect": inspect}[args.command]
+    try:
+        return command(args)
+    except (OSError, ValueError) as error:
+        print(f"tfp-flows {args.command}: error: {error}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":
