@@ -1,5 +1,6 @@
 """Vectorised root finding for the numerical inverses."""
 
+import numpy as np
 import tensorflow as tf
 
 
@@ -35,7 +36,8 @@ def increasing_root(fn, lower, upper, max_iterations=60):
         new_x = tf.where(outside, 0.5 * (lower + upper), newton)
         new_x = tf.where(value == 0, x, new_x)
         step = tf.abs(new_x - x) / (1.0 + tf.abs(x))
-        return i + 1, new_x, lower, upper, tf.reduce_max(step) > tolerance
+        # reduce_any, not reduce_max: a NaN row (NaN input) must not stop the others.
+        return i + 1, new_x, lower, upper, tf.reduce_any(step > tolerance)
 
     def cond(i, x, lower, upper, running):
         return (i < max_iterations) & running
@@ -59,4 +61,4 @@ def implicit_newton_step(fn, root):
 
 
 def _epsilon(dtype):
-    return {tf.float16: 1e-3, tf.bfloat16: 1e-2, tf.float32: 1.2e-7}.get(dtype, 2.3e-16)
+    return float(np.finfo(dtype.as_numpy_dtype).eps)

@@ -61,11 +61,11 @@ class FlowBijector(tfb.Bijector):
     def _forward_log_det_jacobian(self, x, **kwargs):
         attributes = self._cache.forward_attributes(x, **kwargs)
         if "fldj" not in attributes:
-            attributes.update(self._augmented_forward(x, **kwargs)[1])
+            self._cache.forward(x, **kwargs)  # one pass stores the value and its log-det
         return attributes["fldj"]
 
     def _inverse_log_det_jacobian(self, y, **kwargs):
         attributes = self._cache.inverse_attributes(y, **kwargs)
         if "ildj" not in attributes:
-            attributes.update(self._augmented_inverse(y, **kwargs)[1])
+            self._cache.inverse(y, **kwargs)  # one pass stores the value and its log-det
         return attributes["ildj"]

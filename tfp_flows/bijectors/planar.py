@@ -89,14 +89,15 @@ class Planar(FlowBijector):
         w_dot_u = tf.reduce_sum(w * u, axis=-1)
         w_dot_u_hat = tf.math.softplus(w_dot_u + _LOG_E_MINUS_1) - 1.0
         w_norm_sq = tf.reduce_sum(tf.square(w), axis=-1)
-        u_hat = u + ((w_dot_u_hat - w_dot_u) / w_norm_sq)[..., tf.newaxis] * w
+        # w = 0 makes the map a plain shift: no correction needed (and no 0/0).
+        u_hat = u + tf.math.divide_no_nan(w_dot_u_hat - w_dot_u, w_norm_sq)[..., tf.newaxis] * w
         return u_hat, w, b, w_dot_u_hat
 
     def _forward_and_log_det(self, x):
         u_hat, w, b, w_dot_u_hat = self._params()
         activation = tf.tanh(tf.reduce_sum(w * x, axis=-1) + b)
         y = x + u_hat * activation[..., tf.newaxis]
-        log_det = tf.math.log1p((1.0 - tf.square(activation)) * w_dot_u_hat)
+        log_det = _log_det(activation, w_dot_u_hat)
         return y, log_det
 
     def _inverse_and_log_det(self, y):
@@ -114,5 +115,10 @@ class Planar(FlowBijector):
         alpha = implicit_newton_step(equation, alpha)
         activation = tf.tanh(alpha + b)
         x = y - u_hat * activation[..., tf.newaxis]
-        log_det = -tf.math.log1p((1.0 - tf.square(activation)) * w_dot_u_hat)
+        log_det = -_log_det(activation, w_dot_u_hat)
         return x, log_det
+
+
+def _log_det(activation, w_dot_u_hat):
+    """log|det J| of the forward map at a point with tanh(wᵀz + b) = activation."""
+    return tf.math.log1p((1.0 - tf.square(activation)) * w_dot_u_hat)
