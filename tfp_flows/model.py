@@ -162,19 +162,19 @@ class FlowModel(keras.Model):
         return [self.loss_tracker, self.bits_per_dim_tracker]
 
     def _negative_log_likelihood(self, data):
-        """(Weighted) mean NLL of a batch, and the batch's total weight."""
+        """Σ −w·log p(x) over this replica's batch, and the batch's total weight w."""
         x, _, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         log_prob = self._distribution.log_prob(tf.cast(x, self.dtype))
         if sample_weight is None:
-            weight = tf.ones_like(log_prob)
-        else:
-            weight = tf.cast(tf.reshape(sample_weight, tf.shape(log_prob)), self.dtype)
-        total = tf.reduce_sum(weight)
-        return -tf.reduce_sum(weight * log_prob) / total, total
+            return -tf.reduce_sum(log_prob), tf.cast(tf.size(log_prob), self.dtype)
+        weight = tf.cast(tf.reshape(sample_weight, tf.shape(log_prob)), self.dtype)
+        return -tf.reduce_sum(weight * log_prob), tf.reduce_sum(weight)
 
-    def _update_metrics(self, nll, total_weight):
-        # Weighted by batch size, so an epoch's figure is the exact mean over
-        # its examples even when the last batch is partial.
+    def _update_metrics(self, nll_sum, total_weight):
+        # Weighted by the batch's weight, so an epoch's figure is the exact mean
+        # over its examples even when the last batch is partial (or, on several
+        # replicas, when a replica's share of it is empty).
+        nll = tf.math.divide_no_nan(nll_sum, total_weight)
         self.loss_tracker.update_state(nll, sample_weight=total_weight)
         self.bits_per_dim_tracker.update_state(
             nll / (self.event_size * math.log(2.0)), sample_weight=total_weight
@@ -182,16 +182,18 @@ class FlowModel(keras.Model):
         return {metric.name: metric.result() for metric in self.metrics}
 
     def train_step(self, data):
+        replica = tf.distribute.get_replica_context()
         with tf.GradientTape() as tape:
-            nll, total_weight = self._negative_log_likelihood(data)
-            loss = nll + tf.add_n(self.losses) if self.losses else nll
-            # As in Keras' own train_step: replicas' gradients are summed, so
-            # each replica scales its loss by their number (1 on one device).
-            replicas = tf.distribute.get_strategy().num_replicas_in_sync
-            loss = self.optimizer.scale_loss(loss / replicas)
+            nll_sum, total_weight = self._negative_log_likelihood(data)
+            # The mean over the global batch: replicas' gradients are summed,
+            # and a replica may hold fewer examples (or none) of a last batch.
+            loss = tf.math.divide_no_nan(nll_sum, replica.all_reduce("sum", total_weight))
+            if self.losses:
+                loss += tf.add_n(self.losses) / replica.num_replicas_in_sync
+            loss = self.optimizer.scale_loss(loss)
         gradients = tape.gradient(loss, self.trainable_variables)
         self.optimizer.apply(gradients, self.trainable_variables)
-        return self._update_metrics(nll, total_weight)
+        return self._update_metrics(nll_sum, total_weight)
 
     def test_step(self, data):
         return self._update_metrics(*self._negative_log_likelihood(data))
