@@ -88,9 +88,13 @@ def test_distribution_composes_with_tfp():
 
 def test_custom_base_distribution():
     base = tfd.MultivariateNormalDiag(loc=[1.0, -1.0], scale_diag=[0.5, 2.0])
-    model = FlowModel([PlanarLayer()], base_distribution=base)
+    model = FlowModel([PermuteLayer([1, 0])], base_distribution=base)  # swaps the coordinates
     assert model.event_shape == (2,)
-    np.testing.assert_allclose(model.sample(4, seed=1).shape, (4, 2))
+    x = np.random.default_rng(0).standard_normal((6, 2)).astype("float32")
+    np.testing.assert_allclose(model.log_prob(x), base.log_prob(x[:, ::-1]), rtol=1e-6)
+    samples = model.sample(20000, seed=1).numpy()
+    np.testing.assert_allclose(samples.mean(0), [-1.0, 1.0], atol=0.05)
+    np.testing.assert_allclose(samples.std(0), [2.0, 0.5], rtol=0.03)
     with pytest.raises(ValueError, match="base distribution's event shape"):
         FlowModel([PlanarLayer()], event_shape=(3,), base_distribution=base)
 
@@ -264,3 +268,36 @@ def test_coupling_networks_start_with_spread_relu_kinks():
         assert np.all(np.abs(bias) <= 1 / math.sqrt(fan_in))
         assert np.std(bias) > 0.2 / math.sqrt(fan_in)
     np.testing.assert_array_equal(network.output_layer.kernel.numpy(), 0.0)
+
+
+def test_fit_accepts_a_list(moons):
+    model = flows.planar(2, num_layers=1)
+    model.compile()
+    history = model.fit(moons.train[:64].tolist(), epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"]).all()
+
+
+@pytest.mark.parametrize("x", [[["a", "b"]], np.array([[1 + 2j, 0j]])])
+def test_non_numeric_input_is_named(x):
+    with pytest.raises(ValueError, match="floating point"):
+        flows.planar(2, num_layers=1).log_prob(x)
+
+
+def test_base_distributions_that_would_not_train_or_mismatch_are_refused():
+    trainable = tfd.MultivariateNormalDiag(loc=tf.Variable([0.0, 0.0]))
+    with pytest.raises(ValueError, match="never train"):
+        FlowModel([PlanarLayer()], base_distribution=trainable)
+    float64 = tfd.MultivariateNormalDiag(loc=tf.zeros(2, tf.float64))
+    with pytest.raises(ValueError, match="dtype float64"):
+        FlowModel([PlanarLayer()], base_distribution=float64)
+
+
+def test_float64_model_round_trips_through_keras_files(tmp_path):
+    model = flows.radial(2, num_layers=2, dtype="float64")
+    for weight in model.trainable_weights:
+        weight.assign(weight + 0.3)
+    model.save(tmp_path / "m.keras")
+    loaded = keras.models.load_model(tmp_path / "m.keras")
+    x = np.random.default_rng(0).standard_normal((5, 2))
+    assert loaded.dtype == "float64"
+    np.testing.assert_array_equal(loaded.log_prob(x), model.log_prob(x))

@@ -67,6 +67,8 @@ class FlowModel(keras.Model):
                     f"has {self.dtype}: pass the same dtype to both."
                 )
         self.flow_layers = flow_layers
+        if base_distribution is not None:
+            _check_base_distribution(base_distribution, self.dtype)
         self.event_shape = _event_shape(event_shape, base_distribution)
         self.event_size = int(np.prod(self.event_shape))
         self._custom_base = base_distribution is not None
@@ -270,6 +272,22 @@ def _event_shape(event_shape, base_distribution):
     if len(event_shape) != 1:
         raise ValueError(f"FlowModel models vector events for now, got event_shape {event_shape}.")
     return event_shape
+
+
+def _check_base_distribution(base, dtype):
+    if not isinstance(base, tfd.Distribution):
+        raise TypeError(f"base_distribution must be a tfd.Distribution, got {type(base).__name__}.")
+    if base.dtype != dtype:
+        raise ValueError(
+            f"the base distribution has dtype {base.dtype.name} but the model has {dtype}: "
+            "pass the same dtype to both."
+        )
+    if base.trainable_variables:
+        raise ValueError(
+            "the base distribution holds tf.Variables, which Keras 3 would silently never "
+            "train (only weights of Keras layers are); use a fixed base distribution, or "
+            "put the trainable part in a flow layer next to the base."
+        )
 
 
 def _stateless_seed(seed):

@@ -19,16 +19,20 @@ def check_events(x, event_shape, dtype, argument="x"):
     """Returns x as a tensor of `dtype` after checking its dtype and event shape."""
     if not tf.is_tensor(x):
         x = np.asarray(x)
-        if x.dtype.kind not in "f":
-            raise ValueError(
-                f"{argument} must be floating point, got dtype {x.dtype} "
-                "(dequantise integer data first)."
-            )
-        x = tf.convert_to_tensor(x)
-    elif not x.dtype.is_floating:
-        raise ValueError(f"{argument} must be floating point, got dtype {x.dtype.name}.")
-    _check_event_shape(x.shape, event_shape, argument)
+    _check_float(x.dtype, argument)
+    _check_event_shape(tf.TensorShape(x.shape), event_shape, argument)
     return tf.cast(x, dtype)
+
+
+def _check_float(dtype, argument):
+    try:
+        floating, name = tf.as_dtype(dtype).is_floating, tf.as_dtype(dtype).name
+    except TypeError:  # e.g. numpy's unicode strings have no TF dtype
+        floating, name = False, str(dtype)
+    if not floating:
+        raise ValueError(
+            f"{argument} must be floating point, got dtype {name} (dequantise integer data first)."
+        )
 
 
 def _check_event_shape(shape, event_shape, argument):
@@ -61,11 +65,7 @@ def check_training_data(x, event_shape, argument="x"):
     if not (isinstance(x, (np.ndarray, list)) or tf.is_tensor(x)):
         return x
     array = np.asarray(x)
-    if array.dtype.kind != "f":
-        raise ValueError(
-            f"{argument} must be floating point, got dtype {array.dtype} "
-            "(dequantise integer data first)."
-        )
+    _check_float(array.dtype, argument)
     expected = len(event_shape) + 1
     if array.ndim != expected:
         raise ValueError(
@@ -82,7 +82,7 @@ def check_training_data(x, event_shape, argument="x"):
             f"{argument} has NaN or Inf in {len(bad)} of {len(array)} rows; the first is "
             f"row {bad[0]}: {array[bad[0]].tolist()}."
         )
-    return x
+    return x if tf.is_tensor(x) else array
 
 
 def check_sample_count(n):
