@@ -18,7 +18,10 @@ def _run(*args):
 def test_help_explains_every_option():
     result = _run("train", "--help")
     assert result.returncode == 0
-    for option in ("--dataset", "--flow", "--epochs", "--out", "--learning-rate", "--seed"):
+    train = cli.build_parser()._subparsers._group_actions[0].choices["train"]
+    options = [o for action in train._actions for o in action.option_strings if o != "-h"]
+    assert len(options) > 15
+    for option in options:
         assert option in result.stdout
 
 
@@ -46,7 +49,7 @@ def test_default_training_gives_a_good_moons_model(tmp_path):
     assert -float(np.mean(model.log_prob(test))) == pytest.approx(metrics["test_nll"], abs=1e-5)
 
 
-def test_train_planar_on_sin_with_early_stopping(tmp_path):
+def test_patience_validates_on_a_training_split_not_the_test_set(tmp_path):
     out = tmp_path / "sin"
     code = cli.main(
         [
@@ -71,8 +74,17 @@ def test_train_planar_on_sin_with_early_stopping(tmp_path):
     )
     assert code == 0
     metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["validation"] == "last 10% of the training set"
     assert np.isfinite(metrics["test_nll"])
     assert metrics["history"]["loss"][-1] < metrics["history"]["loss"][0]
+    assert len(metrics["history"]["val_loss"]) == metrics["epochs_run"]
+
+
+def test_bad_numbers_are_usage_errors():
+    for option in ("--num-layers", "--epochs", "--batch-size"):
+        with pytest.raises(SystemExit) as exit_info:
+            cli.build_parser().parse_args(["train", option, "0"])
+        assert exit_info.value.code == 2
 
 
 def test_export_and_inspect_a_run(tmp_path, capsys):

@@ -16,4 +16,6 @@ def test_quickstart_runs_and_reports():
     assert result.returncode == 0, result.stderr[-2000:]
     assert "samples: (1000, 2)" in result.stdout
     nll = float(result.stdout.split("test NLL: ")[1].split()[0])
-    assert 0.29 < nll < 2.5  # one epoch: trained a little, can't beat the data's entropy
+    # An untrained flow scores 1.99 nats; one epoch must improve on it, and
+    # nothing can beat the data's entropy (0.29).
+    assert 0.29 < nll < 1.9

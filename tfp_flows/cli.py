@@ -1,18 +1,35 @@
 """`tfp-flows`: train a flow on a built-in dataset and write plots, metrics and the model."""
 
 import argparse
+import csv
+import inspect
 import json
+import math
 import os
 import sys
 import time
 
-FLOW_NAMES = ("realnvp", "planar", "radial")
-DEFAULT_LAYERS = {"realnvp": 8, "planar": 16, "radial": 16}
+import keras
+import numpy as np
+
+from tfp_flows import datasets, flows, plotting
+from tfp_flows.export import describe, export_saved_model
+
+JIT_COMPILE = {"auto": "auto", "on": True, "off": False}
+
+
+def _default_layers(family):
+    return inspect.signature(flows.FLOWS[family]).parameters["num_layers"].default
+
+
+def _positive(text):
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
 
 
 def build_parser():
-    from tfp_flows.datasets import NAMES as DATASET_NAMES
-
     parser = argparse.ArgumentParser(
         prog="tfp-flows", description="Normalizing flows as TFP bijectors, trained with Keras."
     )
@@ -27,15 +44,17 @@ def build_parser():
     train.add_argument(
         "--dataset",
         default="moons",
-        choices=DATASET_NAMES,
+        choices=datasets.NAMES,
         help="built-in dataset (2D toys, or 'digits': sklearn 8x8, dequantised)",
     )
-    train.add_argument("--flow", default="realnvp", choices=FLOW_NAMES, help="flow family")
+    train.add_argument("--flow", default="realnvp", choices=sorted(flows.FLOWS), help="flow family")
     train.add_argument(
         "--num-layers",
-        type=int,
+        type=_positive,
         default=None,
-        help="flow steps (default: 8 couplings for realnvp, 16 for planar/radial)",
+        help="flow steps (default: "
+        + ", ".join(f"{_default_layers(f)} for {f}" for f in sorted(flows.FLOWS))
+        + ")",
     )
     train.add_argument(
         "--hidden-units",
@@ -44,8 +63,8 @@ def build_parser():
         default=[64, 64],
         help="widths of each coupling network's hidden layers (realnvp)",
     )
-    train.add_argument("--epochs", type=int, default=100, help="passes over the training set")
-    train.add_argument("--batch-size", type=int, default=512, help="examples per step")
+    train.add_argument("--epochs", type=_positive, default=100, help="passes over the training set")
+    train.add_argument("--batch-size", type=_positive, default=512, help="examples per step")
     train.add_argument(
         "--learning-rate",
         type=float,
@@ -79,14 +98,20 @@ def build_parser():
         help="training steps per compiled call (Keras' steps_per_execution); small flows "
         "are bound by per-step overhead, so several steps per call train faster",
     )
-    train.add_argument("--jit-compile", action="store_true", help="compile train steps with XLA")
+    train.add_argument(
+        "--jit-compile",
+        choices=sorted(JIT_COMPILE),
+        default="auto",
+        help="compile train steps with XLA: Keras' 'auto' turns it on for GPUs only",
+    )
     train.add_argument(
         "--patience",
-        type=int,
+        type=_positive,
         default=None,
-        help="stop early when the test NLL has not improved for this many epochs",
+        help="stop early when the NLL on a validation split (the last 10%% of the training "
+        "set) has not improved for this many epochs, and keep the best weights",
     )
-    train.add_argument("--out", default="runs/moons", help="output directory")
+    train.add_argument("--out", default=None, help="output directory (default: runs/DATASET)")
     train.add_argument(
         "--verbose",
         type=int,
@@ -125,90 +150,99 @@ def build_parser():
 
 
 def train(args):
-    import keras
-    import numpy as np
-
-    from tfp_flows import datasets, flows, plotting
-
+    out = args.out or os.path.join("runs", args.dataset)
     keras.utils.set_random_seed(args.seed)
     data = datasets.load(args.dataset, args.num_train, args.num_test, seed=args.seed)
+    options = {"num_layers": args.num_layers} if args.num_layers else {}
+    if args.flow == "realnvp":
+        options["hidden_units"] = args.hidden_units
     model = flows.FLOWS[args.flow](
-        data.event_size,
-        num_layers=args.num_layers or DEFAULT_LAYERS[args.flow],
-        standardize=data.train if args.standardize else None,
-        **({"hidden_units": args.hidden_units} if args.flow == "realnvp" else {}),
+        data.event_size, standardize=data.train if args.standardize else None, **options
     )
-    steps = args.epochs * int(np.ceil(len(data.train) / args.batch_size))
-    schedule = keras.optimizers.schedules.CosineDecay(args.learning_rate, steps)
+    # Early stopping chooses weights on a validation split, never on the test set.
+    train_size = len(data.train) - (len(data.train) // 10 if args.patience else 0)
+    steps = args.epochs * math.ceil(train_size / args.batch_size)
     model.compile(
-        keras.optimizers.Adam(schedule, clipnorm=args.clipnorm),
-        jit_compile=args.jit_compile,
+        keras.optimizers.Adam(
+            keras.optimizers.schedules.CosineDecay(args.learning_rate, steps),
+            clipnorm=args.clipnorm,
+        ),
+        jit_compile=JIT_COMPILE[args.jit_compile],
         steps_per_execution=args.steps_per_execution,
     )
 
-    os.makedirs(args.out, exist_ok=True)
+    os.makedirs(out, exist_ok=True)
+    history_path, backup = os.path.join(out, "history.csv"), os.path.join(out, "backup")
     callbacks = [
         keras.callbacks.TerminateOnNaN(),
-        keras.callbacks.CSVLogger(os.path.join(args.out, "history.csv")),
-        keras.callbacks.BackupAndRestore(os.path.join(args.out, "backup")),
+        # A run resumed from its backup appends to the history it already has.
+        keras.callbacks.CSVLogger(history_path, append=os.path.isdir(backup)),
+        keras.callbacks.BackupAndRestore(backup),
     ]
     if args.patience:
         callbacks.append(
             keras.callbacks.EarlyStopping(patience=args.patience, restore_best_weights=True)
         )
     started = time.perf_counter()
-    history = model.fit(
+    model.fit(
         data.train,
         batch_size=args.batch_size,
         epochs=args.epochs,
-        validation_data=data.test,
+        validation_split=0.1 if args.patience else 0.0,
+        validation_data=None if args.patience else data.test,
         callbacks=callbacks,
         verbose=args.verbose,
     )
     seconds = time.perf_counter() - started
 
+    history = _read_history(history_path)
     test_log_prob = model.log_prob(data.test).numpy()
-    metrics = {
-        "dataset": args.dataset,
-        "flow": args.flow,
-        "epochs_run": len(history.history["loss"]),
-        "train_seconds": round(seconds, 2),
-        "train_nll": float(-model.log_prob(data.train).numpy().mean()),
-        "test_nll": float(-test_log_prob.mean()),
-        "test_nll_median": float(-np.median(test_log_prob)),
-        "test_bits_per_dim": float(model.bits_per_dim(data.test).numpy().mean()),
-        "num_weights": int(model.count_params()),
-        "arguments": vars(args),
-        "history": history.history,
-    }
-    if not np.isfinite(metrics["test_nll"]):
+    test_nll = float(-test_log_prob.mean())
+    if not np.isfinite(test_nll):
         print(
             "error: training diverged (non-finite test NLL); the model was not saved.",
             file=sys.stderr,
         )
         return 1
-    model.save(os.path.join(args.out, "model.keras"))
-    plots = plotting.plot_all(model, data, history.history, os.path.join(args.out, "plots"))
-    metrics["plots"] = {name: os.path.relpath(path, args.out) for name, path in plots.items()}
-    with open(os.path.join(args.out, "metrics.json"), "w") as f:
+    metrics = {
+        "dataset": args.dataset,
+        "flow": args.flow,
+        "epochs_run": len(history["loss"]),
+        "train_seconds_this_run": round(seconds, 2),
+        "train_nll": float(-model.log_prob(data.train).numpy().mean()),
+        "test_nll": test_nll,
+        "test_nll_median": float(-np.median(test_log_prob)),
+        "test_bits_per_dim": test_nll / (model.event_size * math.log(2.0)),
+        "validation": "last 10% of the training set" if args.patience else "the test set",
+        "num_weights": int(model.count_params()),
+        "arguments": {**vars(args), "out": out},
+        "history": history,
+    }
+    model.save(os.path.join(out, "model.keras"))
+    plots = plotting.plot_all(model, data, history, os.path.join(out, "plots"))
+    metrics["plots"] = {name: os.path.relpath(path, out) for name, path in plots.items()}
+    with open(os.path.join(out, "metrics.json"), "w") as f:
         json.dump(metrics, f, indent=2, default=float)
     print(
-        f"{args.flow} on {args.dataset}: test NLL {metrics['test_nll']:.4f} nats "
+        f"{args.flow} on {args.dataset}: test NLL {test_nll:.4f} nats "
         f"({metrics['test_bits_per_dim']:.4f} bits/dim), {seconds:.1f} s of training; "
-        f"wrote {args.out}/model.keras, metrics.json, history.csv, plots/"
+        f"wrote {out}/model.keras, metrics.json, history.csv, plots/"
     )
     if args.export:
-        from tfp_flows.export import export_saved_model
-
         path = export_saved_model(model, args.export, args.name or args.dataset)
         print(f"exported the SavedModel to {path}")
     return 0
 
 
+def _read_history(path):
+    """The CSVLogger's file as Keras' History.history: {metric: [per-epoch values]}."""
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    return {key: [float(row[key]) for row in rows] for key in rows[0] if key != "epoch"}
+
+
 def load_run(run_dir):
     """The model of a `tfp-flows train` run; errors name the path."""
-    import keras
-
     path = os.path.join(run_dir, "model.keras")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no trained model at {path} (run `tfp-flows train` first).")
@@ -219,16 +253,12 @@ def load_run(run_dir):
 
 
 def export(args):
-    from tfp_flows.export import export_saved_model
-
     path = export_saved_model(load_run(args.run_dir), args.base_path, args.name, args.version)
     print(f"exported {args.run_dir}/model.keras to {path}")
     return 0
 
 
-def inspect(args):
-    from tfp_flows.export import describe
-
+def inspect_export(args):
     for version, signatures in describe(args.model_dir).items():
         print(f"version {version}: {os.path.join(args.model_dir, str(version))}")
         for name, io in signatures.items():
@@ -241,11 +271,8 @@ def inspect(args):
 
 
 def main(argv=None):
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     args = build_parser().parse_args(argv)
-    if args.command == "train" and (args.epochs < 1 or args.batch_size < 1):
-        build_parser().error("--epochs and --batch-size must be positive")
-    command = {"train": train, "export": export, "inspect": inspect}[args.command]
+    command = {"train": train, "export": export, "inspect": inspect_export}[args.command]
     try:
         return command(args)
     except (OSError, ValueError) as error:

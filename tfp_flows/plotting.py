@@ -165,8 +165,8 @@ def plot_latent_mapping(model, data, path, num_points=2000, seed=0):
     mapped to data space by `model.forward`, coloured by their latent angle.
     Both data-space panels show the images of the 1σ/2σ circles (dashed).
 
-    `inverse` is closed-form for coupling flows but numerical (root finding)
-    for planar and radial flows, so it is slower there.
+    `inverse` is closed-form for coupling and radial flows but numerical
+    (root finding) for planar flows, so it is slower there.
 
     Arguments:
         model: a `FlowModel` over 2D events with a standard normal base.
