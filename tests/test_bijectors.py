@@ -143,3 +143,14 @@ def test_log_det_first_then_value_costs_one_pass():
 
     log_det_then_value(tf.constant([[1.0, 2.0]]))
     assert len(calls) == 1  # calls counted while tracing
+
+
+def test_radial_validates_alpha_when_asked():
+    with pytest.raises(tf.errors.InvalidArgumentError, match="alpha must be positive"):
+        Radial(z0=[0.0, 0.0], alpha=-1.0, beta=0.0, validate_args=True)
+    Radial(z0=[0.0, 0.0], alpha=-1.0, beta=0.0)  # TFP's convention: checks are opt-in
+    alpha = tf.Variable(1.0)
+    flow = Radial(z0=[0.0, 0.0], alpha=alpha, beta=0.0, validate_args=True)
+    alpha.assign(-2.0)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="alpha must be positive"):
+        flow.forward(tf.constant([[1.0, 2.0]]))

@@ -2,7 +2,7 @@
 
 import tensorflow as tf
 import tensorflow_probability as tfp
-from tensorflow_probability.python.internal import dtype_util, tensor_util
+from tensorflow_probability.python.internal import assert_util, dtype_util, tensor_util
 
 from tfp_flows.bijectors.base import FlowBijector
 
@@ -60,6 +60,11 @@ class Radial(FlowBijector):
             alpha=tfp.util.ParameterProperties(event_ndims=0),
             beta=tfp.util.ParameterProperties(event_ndims=0),
         )
+
+    def _parameter_control_dependencies(self, is_init):
+        if not self.validate_args or is_init == tensor_util.is_ref(self._alpha):
+            return []
+        return [assert_util.assert_positive(self._alpha, message="alpha must be positive.")]
 
     @property
     def z0(self):
