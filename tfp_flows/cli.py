@@ -13,6 +13,7 @@ import keras
 import numpy as np
 
 from tfp_flows import datasets, flows, plotting
+from tfp_flows.callbacks import AtomicBackupAndRestore
 from tfp_flows.export import describe, export_saved_model
 
 JIT_COMPILE = {"auto": "auto", "on": True, "off": False}
@@ -177,7 +178,7 @@ def train(args):
         keras.callbacks.TerminateOnNaN(),
         # A run resumed from its backup appends to the history it already has.
         keras.callbacks.CSVLogger(history_path, append=os.path.isdir(backup)),
-        keras.callbacks.BackupAndRestore(backup),
+        AtomicBackupAndRestore(backup),
     ]
     if args.patience:
         callbacks.append(
