@@ -1,7 +1,14 @@
 """The README's two set-up commands are the ones CI and users run."""
 
+import json
 import pathlib
 import re
+
+import numpy as np
+import tensorflow as tf
+
+from tfp_flows import flows
+from tfp_flows.export import describe, export_saved_model
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -30,3 +37,36 @@ def test_main_job_options_exist():
     arguments = main_job.split("tfp-flows ", 1)[1].split()
     args = build_parser().parse_args(arguments)  # exits on an unknown option
     assert (args.dataset, args.flow) == ("moons", "realnvp")
+
+
+def _rest_examples():
+    """(request body, response body) pairs of the README's curl examples."""
+    text = (ROOT / "README.md").read_text()
+    pairs = re.findall(r"curl [^\n]*-d '(\{.*?\})'\n```\n```json\n(\{.*?\})\n```", text)
+    assert len(pairs) == 2, pairs
+    return [(json.loads(request), json.loads(response)) for request, response in pairs]
+
+
+def test_readme_rest_requests_match_the_exported_signatures(tmp_path):
+    model = flows.realnvp(2, num_layers=2)
+    path = export_saved_model(model, tmp_path, "moons")
+    described = describe(tmp_path / "moons")[1]
+    signatures = tf.saved_model.load(path).signatures
+    for request, response in _rest_examples():
+        name = request["signature_name"]
+        inputs, outputs = described[name]["inputs"], described[name]["outputs"]
+        if "instances" in request:  # row format: one input, batched
+            ((key, (dtype, shape)),) = inputs.items()
+            feed = {key: tf.constant(request["instances"], dtype)}
+            assert [len(row) for row in request["instances"]] == [shape[1]] * len(feed[key])
+        else:  # columnar format: named inputs
+            assert set(request["inputs"]) == set(inputs)
+            feed = {
+                key: tf.constant(value, inputs[key][0]) for key, value in request["inputs"].items()
+            }
+            for key, value in feed.items():
+                assert tf.TensorShape(inputs[key][1]).is_compatible_with(value.shape)
+        result = signatures[name](**feed)
+        ((output_name, _),) = outputs.items()  # one output: TF Serving returns it unnamed
+        shown = response["predictions" if "instances" in request else "outputs"]
+        assert np.shape(shown) == tuple(result[output_name].shape)
