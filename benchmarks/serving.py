@@ -1,0 +1,142 @@
+"""Benchmark: the exported SavedModel against the in-process model, on log_prob.
+
+Throughput at batch 5000 (median of compiled calls) and latency at batch 1
+(median and p99 over many calls) for the default moons RealNVP, in-process
+(`model.log_prob`, compiled on first call) and through the SavedModel's
+`log_prob` signature loaded with `tf.saved_model.load` (the graph TF Serving
+runs, without its RPC layer). Target: SavedModel >= 0.9x in-process
+throughput at batch 5000.
+
+    python benchmarks/serving.py [--calls 300] [--out benchmarks/results/serving.json]
+
+A benchmark, not a test: prints a markdown table, writes JSON, never fails on a target.
+"""
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import tempfile
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+import tfp_flows
+from tfp_flows.export import export_saved_model
+
+TARGET_THROUGHPUT_RATIO = 0.9
+
+
+def timings(fn, x, calls, warmup=5):
+    """Seconds per call of fn(x), after warm-up calls; .numpy() waits for the result."""
+    for _ in range(warmup):
+        fn(x).numpy()
+    result = []
+    for _ in range(calls):
+        start = time.perf_counter()
+        fn(x).numpy()
+        result.append(time.perf_counter() - start)
+    return result
+
+
+def build_model(seed):
+    keras.utils.set_random_seed(seed)
+    data = tfp_flows.datasets.load("moons", seed=seed)
+    model = tfp_flows.flows.realnvp(2, standardize=data.train)
+    # Weights away from the zero-initialised identity, as after training.
+    rng = np.random.default_rng(seed)
+    for weight in model.trainable_weights:
+        weight.assign(weight + 0.1 * rng.standard_normal(weight.shape).astype("float32"))
+    return model, data
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--calls", type=int, default=300, help="timed calls per measurement")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="alternating rounds (in-process, SavedModel, ...); medians",
+    )
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--out",
+        default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "serving.json"),
+    )
+    args = parser.parse_args(argv)
+
+    model, data = build_model(args.seed)
+    with tempfile.TemporaryDirectory() as base:
+        signature = tf.saved_model.load(export_saved_model(model, base, "moons")).signatures[
+            "log_prob"
+        ]
+        systems = {
+            "in-process": model.log_prob,
+            "SavedModel": lambda x: signature(x=x)["log_prob"],
+        }
+        big = tf.constant(np.resize(data.test, (5000, 2)))
+        one = tf.constant(data.test[:1])
+        np.testing.assert_allclose(
+            systems["SavedModel"](big), systems["in-process"](big), atol=1e-5
+        )
+        throughput = {name: [] for name in systems}
+        latency = {name: [] for name in systems}
+        # Alternate the systems so a load spike on the shared machine hits both.
+        for _ in range(args.rounds):
+            for name, fn in systems.items():
+                throughput[name].append(5000 / statistics.median(timings(fn, big, 30)))
+                latency[name].extend(timings(fn, one, args.calls))
+
+    results = {
+        name: {
+            "throughput_batch_5000": float(np.median(throughput[name])),
+            "latency_batch_1_median_ms": 1e3 * float(np.median(latency[name])),
+            "latency_batch_1_p99_ms": 1e3 * float(np.percentile(latency[name], 99)),
+            "latency_calls": len(latency[name]),
+        }
+        for name in systems
+    }
+    ratio = (
+        results["SavedModel"]["throughput_batch_5000"]
+        / results["in-process"]["throughput_batch_5000"]
+    )
+    report = {
+        "config": vars(args),
+        "machine": {
+            "cpu_count": os.cpu_count(),
+            "platform": platform.platform(),
+            "tensorflow": tf.__version__,
+            "keras": keras.__version__,
+        },
+        "results": results,
+        "throughput_ratio_saved_model_over_in_process": ratio,
+        "target": {
+            "value": ratio,
+            "target": f">= {TARGET_THROUGHPUT_RATIO}",
+            "pass": bool(ratio >= TARGET_THROUGHPUT_RATIO),
+        },
+    }
+    print("| system | log_prob samples/s (batch 5000) | latency batch 1, median | p99 |")
+    print("|---|---|---|---|")
+    for name, m in results.items():
+        print(
+            f"| {name} | {m['throughput_batch_5000'] / 1e3:,.0f}k "
+            f"| {m['latency_batch_1_median_ms']:.3f} ms | {m['latency_batch_1_p99_ms']:.3f} ms |"
+        )
+    mark = "PASS" if ratio >= TARGET_THROUGHPUT_RATIO else "FAIL"
+    print(
+        f"\nSavedModel / in-process throughput: {ratio:.2f}x "
+        f"(target >= {TARGET_THROUGHPUT_RATIO}): {mark}"
+    )
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    with open(args.out, "w") as f:
+        json.dump(report, f, indent=2)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
