@@ -1,6 +1,7 @@
 """Keras callbacks for training flows."""
 
 import json
+import math
 import os
 
 import keras
@@ -30,3 +31,51 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
         with open(partial_metadata, "w") as f:
             json.dump({"epoch": self._current_epoch, "batch": self._last_batch_seen}, f)
         os.replace(partial_metadata, self._training_metadata_path)
+
+
+class RestoreOnNaN(keras.callbacks.Callback):
+    """Stops training at a non-finite loss and restores the last good weights.
+
+    Keras' `TerminateOnNaN` stops but leaves the broken (NaN) weights in the
+    model. This callback keeps a copy of the weights from the end of the last
+    epoch whose loss was finite (and from the start of training); when a
+    batch's loss turns NaN or Inf it puts that copy back, stops training and
+    says so. `stopped_at` is then (epoch, batch) and `restored_from` the
+    epoch whose weights the model now has (-1: the initial weights).
+    """
+
+    def __init__(self, verbose=True):
+        super().__init__()
+        self.verbose = verbose
+        self.stopped_at = None
+        self.restored_from = None
+
+    def on_train_begin(self, logs=None):
+        self.stopped_at = self.restored_from = None
+        self._good_weights, self._good_epoch = self.model.get_weights(), -1
+        self._epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is None or math.isfinite(float(loss)):
+            return
+        self.model.set_weights(self._good_weights)
+        self.model.stop_training = True
+        self.stopped_at, self.restored_from = (self._epoch, batch), self._good_epoch
+        if self.verbose:
+            source = (
+                "the initial weights"
+                if self._good_epoch < 0
+                else f"the weights from the end of epoch {self._good_epoch + 1}"
+            )
+            print(
+                f"\nRestoreOnNaN: the loss became {loss} in epoch {self._epoch + 1}, "
+                f"batch {batch + 1}; stopped training and restored {source}."
+            )
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.stopped_at is None and math.isfinite(float((logs or {}).get("loss", 0.0))):
+            self._good_weights, self._good_epoch = self.model.get_weights(), epoch

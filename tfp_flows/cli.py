@@ -13,7 +13,7 @@ import keras
 import numpy as np
 
 from tfp_flows import datasets, flows, plotting
-from tfp_flows.callbacks import AtomicBackupAndRestore
+from tfp_flows.callbacks import AtomicBackupAndRestore, RestoreOnNaN
 from tfp_flows.export import describe, export_saved_model
 
 JIT_COMPILE = {"auto": "auto", "on": True, "off": False}
@@ -174,8 +174,9 @@ def train(args):
 
     os.makedirs(out, exist_ok=True)
     history_path, backup = os.path.join(out, "history.csv"), os.path.join(out, "backup")
+    nan_guard = RestoreOnNaN()
     callbacks = [
-        keras.callbacks.TerminateOnNaN(),
+        nan_guard,
         # A run resumed from its backup appends to the history it already has.
         keras.callbacks.CSVLogger(history_path, append=os.path.isdir(backup)),
         AtomicBackupAndRestore(backup),
@@ -215,6 +216,7 @@ def train(args):
         "test_nll_median": float(-np.median(test_log_prob)),
         "test_bits_per_dim": test_nll / (model.event_size * math.log(2.0)),
         "validation": "last 10% of the training set" if args.patience else "the test set",
+        "stopped_on_nan": nan_guard.stopped_at is not None,
         "num_weights": int(model.count_params()),
         "arguments": {**vars(args), "out": out},
         "history": history,
