@@ -62,3 +62,11 @@ def test_killed_training_resumes_from_the_last_epoch(tmp_path):
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["epochs_run"] == len(epochs)
     assert not (out / "backup").exists()  # Keras removes it once training completes
+
+    # The same run, never interrupted, ends at the same test NLL within noise
+    # (the resumed run restores weights and optimizer state, not the shuffling).
+    reference = tmp_path / "reference"
+    command[command.index(str(out))] = str(reference)
+    assert subprocess.run(command, capture_output=True, timeout=300).returncode == 0
+    expected = json.loads((reference / "metrics.json").read_text())["test_nll"]
+    assert abs(metrics["test_nll"] - expected) < 0.05, (metrics["test_nll"], expected)
