@@ -1,0 +1,187 @@
+"""The bad-input matrix: each row gets a clear error naming the problem, raised before
+anything is written or any weight changes."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tfp_flows import cli, flows
+from tfp_flows.export import describe, export_saved_model
+
+F32 = "float32"
+
+
+def _export_twice(model, tmp_path):
+    export_saved_model(model, tmp_path, "m", version=1)
+    export_saved_model(model, tmp_path, "m", version=1)
+
+
+def _export_into_a_file(model, tmp_path):
+    (tmp_path / "a_file").write_text("not a folder")
+    export_saved_model(model, tmp_path / "a_file", "m")
+
+
+def _corrupt_keras_file(model, tmp_path):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "model.keras").write_bytes(b"not a zip file")
+    cli.load_run(tmp_path / "run")
+
+
+def _corrupt_saved_model(model, tmp_path):
+    (tmp_path / "m" / "1").mkdir(parents=True)
+    (tmp_path / "m" / "1" / "saved_model.pb").write_bytes(b"not a protobuf")
+    describe(tmp_path / "m")
+
+
+# (row, action(model, tmp_path), error type, message pattern)
+ROWS = [
+    (
+        "fit: wrong event size",
+        lambda m, t: m.fit(np.zeros((4, 3), F32)),
+        ValueError,
+        r"x has event shape \(3,\)",
+    ),
+    (
+        "fit: wrong rank",
+        lambda m, t: m.fit(np.zeros((2,), F32)),
+        ValueError,
+        r"x must have shape \[N, 2\]",
+    ),
+    (
+        "fit: integer dtype",
+        lambda m, t: m.fit(np.zeros((4, 2), "int64")),
+        ValueError,
+        "x must be floating point, got dtype int64",
+    ),
+    (
+        "fit: NaN row",
+        lambda m, t: m.fit(np.array([[0, 1], [np.nan, 0], [1, 1]], F32)),
+        ValueError,
+        "NaN or Inf in 1 of 3 rows; the first is row 1",
+    ),
+    (
+        "fit: Inf row",
+        lambda m, t: m.fit(np.array([[0, 1], [0, 1], [1, np.inf]], F32)),
+        ValueError,
+        "the first is row 2",
+    ),
+    ("fit: empty data", lambda m, t: m.fit(np.zeros((0, 2), F32)), ValueError, "x is empty"),
+    (
+        "fit: NaN validation data",
+        lambda m, t: m.fit(np.zeros((8, 2), F32), validation_data=np.full((4, 2), np.nan, F32)),
+        ValueError,
+        "validation_data has NaN",
+    ),
+    (
+        "evaluate: wrong event size",
+        lambda m, t: m.evaluate(np.zeros((4, 5), F32)),
+        ValueError,
+        r"event shape \(5,\)",
+    ),
+    (
+        "log_prob: wrong event size",
+        lambda m, t: m.log_prob(np.zeros((4, 3), F32)),
+        ValueError,
+        r"event shape \(3,\)",
+    ),
+    ("log_prob: rank 0", lambda m, t: m.log_prob(np.float32(1.0)), ValueError, "rank 0"),
+    (
+        "log_prob: integer tensor",
+        lambda m, t: m.log_prob(tf.zeros((4, 2), tf.int32)),
+        ValueError,
+        "floating point, got dtype int32",
+    ),
+    ("log_prob: strings", lambda m, t: m.log_prob([["a", "b"]]), ValueError, "floating point"),
+    (
+        "log_prob: complex",
+        lambda m, t: m.log_prob(np.array([[1 + 2j, 0j]])),
+        ValueError,
+        "floating point, got dtype complex128",
+    ),
+    (
+        "log_prob: integer array",
+        lambda m, t: m.log_prob(np.zeros((4, 2), "int32")),
+        ValueError,
+        "floating point, got dtype int32",
+    ),
+    (
+        "inverse: wrong event size",
+        lambda m, t: m.inverse(np.zeros((1, 4), F32)),
+        ValueError,
+        r"event shape \(4,\)",
+    ),
+    ("sample: n = 0", lambda m, t: m.sample(0), ValueError, "positive integer, got 0"),
+    ("sample: n < 0", lambda m, t: m.sample(-3), ValueError, "positive integer, got -3"),
+    ("sample: n = 2.5", lambda m, t: m.sample(2.5), ValueError, "positive integer, got 2.5"),
+    ("sample: n = True", lambda m, t: m.sample(True), ValueError, "positive integer"),
+    (
+        "sample: tensor n = 0",
+        lambda m, t: m.sample(tf.constant(0)),
+        ValueError,
+        "positive integer, got 0",
+    ),
+    (
+        "sample: vector n",
+        lambda m, t: m.sample(tf.constant([2, 3])),
+        ValueError,
+        "positive integer scalar",
+    ),
+    ("sample: bad seed", lambda m, t: m.sample(3, seed=[1.5, 2.0]), ValueError, "stateless int32"),
+    ("export: existing version", _export_twice, FileExistsError, "already exists"),
+    (
+        "export: path through a file",
+        _export_into_a_file,
+        OSError,
+        "cannot create the export folder",
+    ),
+    (
+        "export: bad version",
+        lambda m, t: export_saved_model(m, t, "m", version=0),
+        ValueError,
+        "positive integer",
+    ),
+    (
+        "load: missing .keras",
+        lambda m, t: cli.load_run(t / "nope"),
+        FileNotFoundError,
+        "no trained model at .*nope",
+    ),
+    ("load: corrupted .keras", _corrupt_keras_file, ValueError, "cannot load the model at .*run"),
+    (
+        "load: missing SavedModel",
+        lambda m, t: describe(t / "none"),
+        FileNotFoundError,
+        "no SavedModel versions .*none",
+    ),
+    (
+        "load: corrupted SavedModel",
+        _corrupt_saved_model,
+        ValueError,
+        "cannot load the SavedModel at .*m/1",
+    ),
+]
+
+
+@pytest.mark.parametrize(("row", "action", "error", "message"), ROWS, ids=[r[0] for r in ROWS])
+def test_bad_input(row, action, error, message, tmp_path):
+    keras.utils.set_random_seed(0)
+    model = flows.realnvp(2, num_layers=2)
+    model.compile(keras.optimizers.Adam(1e-2))
+    before = [w.numpy().copy() for w in model.weights]
+    with pytest.raises(error, match=message):
+        action(model, tmp_path)
+    for weight, old in zip(model.weights, before):
+        np.testing.assert_array_equal(weight.numpy(), old, err_msg=f"{row}: {weight.path}")
+    leftovers = [p for p in tmp_path.rglob("*") if p.is_dir() and p.name.isdigit()]
+    if row.startswith("export"):  # at most the one good version written before the refusal
+        assert [p.name for p in leftovers] in ([], ["1"])
+
+
+def test_float64_data_into_a_float32_model_is_cast_not_refused():
+    # The documented decision: float data of another precision is cast.
+    model = flows.planar(2, num_layers=2)
+    x = np.random.default_rng(0).standard_normal((8, 2))
+    np.testing.assert_allclose(model.log_prob(x), model.log_prob(x.astype(F32)))
+    model.compile()
+    assert np.isfinite(model.fit(x, epochs=1, verbose=0).history["loss"]).all()
