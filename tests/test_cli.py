@@ -1,4 +1,5 @@
 import json
+import re
 import subprocess
 import sys
 
@@ -142,3 +143,53 @@ def test_export_and_inspect_name_missing_or_corrupt_files(tmp_path, capsys):
     assert "cannot load the model at" in capsys.readouterr().err
     assert cli.main(["inspect", str(tmp_path / "nothing")]) == 1
     assert "no SavedModel versions" in capsys.readouterr().err
+
+
+def test_train_on_a_csv_file(tmp_path, capsys):
+    points = datasets.load("circles", num_train=600, num_test=1, seed=0).train
+    np.savetxt(tmp_path / "mine.csv", points, delimiter=",")
+    out = tmp_path / "run"
+    assert (
+        cli.main(
+            [
+                "train",
+                "--data",
+                str(tmp_path / "mine.csv"),
+                "--epochs",
+                "2",
+                "--out",
+                str(out),
+                "--verbose",
+                "0",
+            ]
+        )
+        == 0
+    )
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["dataset"] == "mine" and np.isfinite(metrics["test_nll"])
+    assert "realnvp on mine" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (None, "no data file at"),
+        (b"1,2\nthree,4\n", "cannot read .*bad.csv as a numeric"),
+        (b"\x00\x01\x02", "cannot read .*bad.csv"),
+        (b"1,2\n", "must hold a 2-D table"),
+    ],
+)
+def test_unreadable_data_files_are_named(tmp_path, capsys, content, message):
+    path = tmp_path / "bad.csv"
+    if content is not None:
+        path.write_bytes(content)
+    assert cli.main(["train", "--data", str(path), "--out", str(tmp_path / "run")]) == 1
+    err = capsys.readouterr().err
+    assert re.search(message, err), err
+    assert not (tmp_path / "run").exists()
+
+
+def test_unknown_flow_is_a_usage_error():
+    result = _run("train", "--flow", "glow")
+    assert result.returncode == 2
+    assert "invalid choice: 'glow'" in result.stderr and "usage:" in result.stderr

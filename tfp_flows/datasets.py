@@ -13,6 +13,7 @@ bits/dim (a uniform density scores log₂ 17 = 4.087).
 """
 
 import dataclasses
+import os
 
 import numpy as np
 
@@ -137,3 +138,30 @@ def digits(rng, dtype=np.float32, num_train=1500):
 
 def _sub_seed(rng):
     return int(rng.integers(0, 2**31 - 1))
+
+
+def load_file(path, test_fraction=0.1, seed=0, dtype=np.float32):
+    """Your own data: a `.npy` array or a comma-separated text file, [N, D], split at random.
+
+    Errors name the file: FileNotFoundError when it is missing, ValueError when
+    it cannot be read as numbers or is not a 2-D table of at least two rows.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no data file at {path}.")
+    try:
+        if path.endswith(".npy"):
+            points = np.load(path, allow_pickle=False)
+        else:
+            points = np.loadtxt(path, delimiter=",", ndmin=2)
+        points = np.asarray(points, dtype=dtype)
+    except (ValueError, OSError) as error:
+        raise ValueError(f"cannot read {path} as a numeric [N, D] table: {error}") from error
+    if points.ndim != 2 or len(points) < 2:
+        raise ValueError(
+            f"{path} must hold a 2-D table [N, D] with N >= 2, got shape {points.shape}."
+        )
+    order = np.random.default_rng(seed).permutation(len(points))
+    num_test = max(1, int(round(test_fraction * len(points))))
+    name = os.path.splitext(os.path.basename(path))[0]
+    return Dataset(name, points[order[num_test:]], points[order[:num_test]])
