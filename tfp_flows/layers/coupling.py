@@ -2,6 +2,7 @@ import math
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from tfp_flows.bijectors import AffineCoupling
 from tfp_flows.layers.base import FlowLayer
@@ -49,11 +50,20 @@ class ShiftAndLogScaleNetwork(keras.layers.Layer):
         self.output_layer.build((None, width))
 
     def call(self, inputs):
+        if inputs.shape.rank == 2:
+            return self._mlp(inputs)
+        # Dense layers want [batch, features]: fold any other leading shape (none,
+        # several, or unknown, as in a tf.function traced with reduce_retracing)
+        # into one batch axis and unfold it afterwards.
+        flat = tf.reshape(inputs, [-1, self.hidden_layers[0].kernel.shape[0]])
+        shape = tf.concat([tf.shape(inputs)[:-1], [self.output_size]], axis=0)
+        return tuple(tf.reshape(part, shape) for part in self._mlp(flat))
+
+    def _mlp(self, inputs):
         hidden = inputs
         for layer in self.hidden_layers:
             hidden = layer(hidden)
-        output = self.output_layer(hidden)
-        shift, log_scale = keras.ops.split(output, 2, axis=-1)
+        shift, log_scale = keras.ops.split(self.output_layer(hidden), 2, axis=-1)
         return shift, log_scale
 
     def get_config(self):
