@@ -19,15 +19,14 @@ import argparse
 import json
 import math
 import os
-import platform
 import statistics
-import sys
 import time
 
 import keras
 import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
+from machine import machine_info
 
 import tfp_flows
 from tfp_flows.layers import ShiftAndLogScaleNetwork
@@ -237,21 +236,6 @@ def targets(results):
                         "pass": bool(ratio >= TARGET_TRAIN_RATIO)},
         "tfp_flows_test_nll": {"value": nll, "target": f"<= {TARGET_NLL}",
                                "pass": bool(nll <= TARGET_NLL)},
-    }
-
-
-def machine_info():
-    return {
-        "cpu_count": os.cpu_count(),
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "python": sys.version.split()[0],
-        "tensorflow": tf.__version__,
-        "tensorflow_probability": tfp.__version__,
-        "keras": keras.__version__,
-        "tfp_flows": tfp_flows.__version__,
-        # The machine is shared: a high load average means noisier throughputs.
-        "load_average_start": list(os.getloadavg()),
     }
 
 

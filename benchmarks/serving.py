@@ -15,7 +15,6 @@ A benchmark, not a test: prints a markdown table, writes JSON, never fails on a 
 import argparse
 import json
 import os
-import platform
 import statistics
 import tempfile
 import time
@@ -23,6 +22,7 @@ import time
 import keras
 import numpy as np
 import tensorflow as tf
+from machine import machine_info
 
 import tfp_flows
 from tfp_flows.export import export_saved_model
@@ -106,12 +106,7 @@ def main(argv=None):
     )
     report = {
         "config": vars(args),
-        "machine": {
-            "cpu_count": os.cpu_count(),
-            "platform": platform.platform(),
-            "tensorflow": tf.__version__,
-            "keras": keras.__version__,
-        },
+        "machine": machine_info(),
         "results": results,
         "throughput_ratio_saved_model_over_in_process": ratio,
         "target": {

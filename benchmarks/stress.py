@@ -22,14 +22,12 @@ import argparse
 import json
 import math
 import os
-import platform
-import sys
 import time
 
 import keras
 import numpy as np
 import tensorflow as tf
-import tensorflow_probability as tfp
+from machine import machine_info
 
 import tfp_flows
 from tfp_flows.callbacks import RestoreOnNaN
@@ -220,20 +218,6 @@ def details(cells, datasets, families):
                     f"(epoch {cell['stopped_at'][0] + 1}); restored {source}"
                 )
     return lines
-
-
-def machine_info():
-    return {
-        "cpu_count": os.cpu_count(),
-        "platform": platform.platform(),
-        "python": sys.version.split()[0],
-        "tensorflow": tf.__version__,
-        "tensorflow_probability": tfp.__version__,
-        "keras": keras.__version__,
-        "tfp_flows": tfp_flows.__version__,
-        # The machine is shared: load shows in the wall times, not in the outcomes.
-        "load_average_start": list(os.getloadavg()),
-    }
 
 
 # --- Main -------------------------------------------------------------------
