@@ -154,3 +154,30 @@ def test_radial_validates_alpha_when_asked():
     alpha.assign(-2.0)
     with pytest.raises(tf.errors.InvalidArgumentError, match="alpha must be positive"):
         flow.forward(tf.constant([[1.0, 2.0]]))
+
+
+@pytest.mark.parametrize(
+    ("u", "w", "b", "y"),
+    [
+        # Newton cycled inside the bracket for all its iterations (residual 10.6).
+        ([6.0], [1.0], 2.0, [-5.958653824700203]),
+        # Newton's last step landed on the bracket's end and was replaced by a bisection.
+        ([-2.200159634836756], [-3.4501864320766726], 1.3194379811758914, [1.9914483739641555]),
+    ],
+)
+def test_planar_inverse_converges_where_plain_newton_did_not(u, w, b, y):
+    flow = Planar(np.array(u), np.array(w), np.float64(b))
+    y = tf.constant([y], tf.float64)
+    x = flow.inverse(y)
+    np.testing.assert_allclose(flow.forward(tf.identity(x)), y, atol=1e-12)
+
+
+def test_planar_on_its_fold_with_w_dot_u_far_below_zero_is_finite():
+    # wᵀû rounds to -1 in float32 here: 1 + (1 - tanh²)·wᵀû used to cancel to 0 on the fold.
+    flow = Planar(u=[-20.0, 0.0], w=[1.0, 0.0], b=0.0)
+    x = tf.constant([[0.0, 0.0], [0.0, 3.0], [1.0, 0.0]])
+    assert np.all(np.isfinite(flow.forward_log_det_jacobian(x, event_ndims=1)))
+    y = tf.identity(flow.forward(x))
+    assert np.all(np.isfinite(flow.inverse(y))) and np.all(
+        np.isfinite(flow.inverse_log_det_jacobian(tf.identity(y), event_ndims=1))
+    )

@@ -4,7 +4,7 @@ import numpy as np
 import tensorflow as tf
 
 
-def increasing_root(fn, lower, upper, max_iterations=60):
+def increasing_root(fn, lower, upper, max_iterations=100):
     """Finds x in [lower, upper] with fn(x) = 0 for an increasing scalar fn.
 
     Newton's method with a bisection safeguard, elementwise over a batch: a
@@ -27,23 +27,33 @@ def increasing_root(fn, lower, upper, max_iterations=60):
     upper = tf.stop_gradient(upper)
     tolerance = 4.0 * _epsilon(lower.dtype)
 
-    def body(i, x, lower, upper, _):
+    def body(i, x, lower, upper, previous_step, _):
         value, slope = fn(x)
         lower = tf.where(value < 0, x, lower)
         upper = tf.where(value > 0, x, upper)
         newton = x - value / tf.where(slope > 0, slope, tf.ones_like(slope))
-        outside = (newton <= lower) | (newton >= upper) | (slope <= 0)
-        new_x = tf.where(outside, 0.5 * (lower + upper), newton)
+        # Bisect where Newton leaves the bracket or does not at least halve its
+        # last step (it can cycle inside the bracket), as rtsafe does.
+        bisect = (
+            (newton < lower)
+            | (newton > upper)
+            | (slope <= 0)
+            | (tf.abs(2.0 * value) > tf.abs(previous_step * slope))
+        )
+        new_x = tf.where(bisect, 0.5 * (lower + upper), newton)
         new_x = tf.where(value == 0, x, new_x)
-        step = tf.abs(new_x - x) / (1.0 + tf.abs(x))
+        step = new_x - x
         # reduce_any, not reduce_max: a NaN row (NaN input) must not stop the others.
-        return i + 1, new_x, lower, upper, tf.reduce_any(step > tolerance)
+        running = tf.reduce_any(tf.abs(step) / (1.0 + tf.abs(x)) > tolerance)
+        return i + 1, new_x, lower, upper, step, running
 
-    def cond(i, x, lower, upper, running):
+    def cond(i, x, lower, upper, previous_step, running):
         return (i < max_iterations) & running
 
-    _, root, _, _, _ = tf.while_loop(
-        cond, body, (tf.constant(0), 0.5 * (lower + upper), lower, upper, tf.constant(True))
+    _, root, _, _, _, _ = tf.while_loop(
+        cond,
+        body,
+        (tf.constant(0), 0.5 * (lower + upper), lower, upper, upper - lower, tf.constant(True)),
     )
     return tf.stop_gradient(root)
 

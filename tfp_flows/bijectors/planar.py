@@ -87,17 +87,18 @@ class Planar(FlowBijector):
         w = tf.convert_to_tensor(self._w)
         b = tf.convert_to_tensor(self._b)
         w_dot_u = tf.reduce_sum(w * u, axis=-1)
-        w_dot_u_hat = tf.math.softplus(w_dot_u + _LOG_E_MINUS_1) - 1.0
+        w_dot_u_hat_plus_one = tf.math.softplus(w_dot_u + _LOG_E_MINUS_1)
+        w_dot_u_hat = w_dot_u_hat_plus_one - 1.0
         w_norm_sq = tf.reduce_sum(tf.square(w), axis=-1)
         # w = 0 makes the map a plain shift: no correction needed (and no 0/0).
         u_hat = u + tf.math.divide_no_nan(w_dot_u_hat - w_dot_u, w_norm_sq)[..., tf.newaxis] * w
-        return u_hat, w, b, w_dot_u_hat
+        return u_hat, w, b, (w_dot_u_hat, w_dot_u_hat_plus_one)
 
     def _forward_and_log_det(self, x):
         u_hat, w, b, w_dot_u_hat = self._params()
         activation = tf.tanh(tf.reduce_sum(w * x, axis=-1) + b)
         y = x + u_hat * activation[..., tf.newaxis]
-        log_det = _log_det(activation, w_dot_u_hat)
+        log_det = tf.math.log(_slope(activation, *w_dot_u_hat))
         return y, log_det
 
     def _inverse_and_log_det(self, y):
@@ -106,19 +107,22 @@ class Planar(FlowBijector):
 
         def equation(alpha):
             activation = tf.tanh(alpha + b)
-            value = alpha + w_dot_u_hat * activation - w_dot_y
-            slope = 1.0 + w_dot_u_hat * (1.0 - tf.square(activation))
-            return value, slope
+            value = alpha + w_dot_u_hat[0] * activation - w_dot_y
+            return value, _slope(activation, *w_dot_u_hat)
 
-        radius = tf.abs(w_dot_u_hat) * tf.ones_like(w_dot_y)
+        radius = tf.abs(w_dot_u_hat[0]) * tf.ones_like(w_dot_y)
         alpha = increasing_root(equation, w_dot_y - radius, w_dot_y + radius)
         alpha = implicit_newton_step(equation, alpha)
         activation = tf.tanh(alpha + b)
         x = y - u_hat * activation[..., tf.newaxis]
-        log_det = -_log_det(activation, w_dot_u_hat)
+        log_det = -tf.math.log(_slope(activation, *w_dot_u_hat))
         return x, log_det
 
 
-def _log_det(activation, w_dot_u_hat):
-    """log|det J| of the forward map at a point with tanh(wᵀz + b) = activation."""
-    return tf.math.log1p((1.0 - tf.square(activation)) * w_dot_u_hat)
+def _slope(activation, w_dot_u_hat, w_dot_u_hat_plus_one):
+    """1 + (1 − tanh²)·wᵀû = (1 + wᵀû) − wᵀû·tanh²: the derivative along w, and det J.
+
+    The second form never cancels: with wᵀû near −1 the first rounds to 0 on
+    the fold (tanh = 0), giving a −inf log-det and a 0/0 Newton step.
+    """
+    return w_dot_u_hat_plus_one - w_dot_u_hat * tf.square(activation)
