@@ -379,7 +379,7 @@ def test_leading_batch_dimensions(name, data, dtype):
 
 
 @pytest.mark.parametrize("name", NAMES)
-@settings(max_examples=10, deadline=None, report_multiple_bugs=False)
+@settings(max_examples=10, deadline=None)
 @given(data=st.data(), dtype=st.sampled_from(DTYPES))
 def test_single_event_without_batch_dimensions(name, data, dtype):
     case = data.draw(cases(name, batch_dims=(0, 0)))
@@ -391,7 +391,7 @@ def test_single_event_without_batch_dimensions(name, data, dtype):
 
 
 @pytest.mark.parametrize("name", NAMES)
-@settings(max_examples=10, deadline=None, report_multiple_bugs=False)
+@settings(max_examples=10, deadline=None)
 @given(data=st.data(), dtype=st.sampled_from(DTYPES))
 def test_flow_model_batch_shapes(name, data, dtype):
     # One model per example (not cached): its compiled functions keep the shapes they saw.
