@@ -30,6 +30,18 @@ class FlowModel(keras.Model):
     `fit` reports it as `loss`, and as `bits_per_dim` = loss / (D·ln 2).
     `model(x)` and `model.predict(x)` return log p(x) per example.
 
+    Conditional flows: when flow layers are built with `context_size=C`, the
+    model is a conditional density p(x | c) for a context vector c of size C
+    (a one-hot class, observed data, ...). Every method then takes
+    `context`, a float array [..., C] whose batch shape broadcasts with the
+    data's: `log_prob(x, context=c)`, `sample(n, context=c)` (shape
+    [n, *batch, D] for contexts of batch shape `batch`), `forward`, `inverse`.
+    `fit(x, c)` trains on (x, context) pairs: the context takes the place of
+    Keras' targets, so a `tf.data.Dataset` of `(x, context)` or
+    `(x, context, sample_weight)` works too; `model((x, c))` and
+    `model.predict((x, c))` return log p(x | c). With TFP directly:
+    `model.distribution.log_prob(x, bijector_kwargs=model.bijector_kwargs(c))`.
+
     Arguments:
         flow_layers: the flow's steps, base → data.
         event_shape: shape of one example, e.g. `(2,)`. May be omitted when
@@ -44,6 +56,11 @@ class FlowModel(keras.Model):
         >>> model = FlowModel([layers.PlanarLayer() for _ in range(4)], event_shape=(2,))
         >>> model.log_prob(np.zeros((3, 2), np.float32)).shape
         TensorShape([3])
+        >>> from tfp_flows.bijectors import half_mask
+        >>> conditional = FlowModel(
+        ...     [layers.AffineCouplingLayer(half_mask(2), context_size=3)], event_shape=(2,))
+        >>> conditional.sample(5, context=np.eye(3, dtype=np.float32), seed=0).shape
+        TensorShape([5, 3, 2])
     """
 
     def __init__(self, flow_layers, event_shape=None, base_distribution=None, **kwargs):
@@ -67,6 +84,7 @@ class FlowModel(keras.Model):
                     f"has {self.dtype}: pass the same dtype to both."
                 )
         self.flow_layers = flow_layers
+        self.context_size = _context_size(flow_layers)
         if base_distribution is not None:
             _check_base_distribution(base_distribution, self.dtype)
         self.event_shape = _event_shape(event_shape, base_distribution)
@@ -109,39 +127,88 @@ class FlowModel(keras.Model):
 
     # --- Densities and samples -------------------------------------------
 
-    def log_prob(self, x):
-        """log p(x) per example, exact; x has shape [..., *event_shape]."""
+    @property
+    def conditional(self):
+        return self.context_size is not None
+
+    def bijector_kwargs(self, context):
+        """The `bijector_kwargs` that route `context` to every conditional step."""
+        return {
+            step.bijector.name: {"context": context}
+            for step in self.flow_layers
+            if isinstance(step, FlowLayer) and step.conditional
+        }
+
+    def log_prob(self, x, context=None):
+        """log p(x) (or log p(x | context)) per example, exact; x has shape [..., *event_shape]."""
         x = validation.check_events(x, self.event_shape, self.dtype)
-        return self._run("log_prob", self._distribution.log_prob, x)
+        return self._run("log_prob", self._log_prob, x, *self._context_args(context))
 
-    def prob(self, x):
-        return tf.exp(self.log_prob(x))
+    def prob(self, x, context=None):
+        return tf.exp(self.log_prob(x, context))
 
-    def bits_per_dim(self, x):
+    def bits_per_dim(self, x, context=None):
         """−log₂ p(x) / D per example."""
-        return -self.log_prob(x) / (self.event_size * math.log(2.0))
+        return -self.log_prob(x, context) / (self.event_size * math.log(2.0))
 
-    def sample(self, n, seed=None):
-        """Draws `n` samples; the same `seed` (int or stateless int32[2]) gives the same ones."""
+    def sample(self, n, seed=None, context=None):
+        """Draws `n` samples; the same `seed` (int or stateless int32[2]) gives the same ones.
+
+        A conditional flow draws n per context: shape [n, *batch, *event_shape]
+        for a context of shape [*batch, C].
+        """
         n = validation.check_sample_count(n)
+        context_args = self._context_args(context)
         if seed is None:
-            return self._run("sample", lambda n: self._distribution.sample(n), n)
-        return self._run(
-            "sample_seeded",
-            lambda n, seed: self._distribution.sample(n, seed=seed),
-            n,
-            _stateless_seed(seed),
-        )
+            return self._run("sample", self._sample, n, None, *context_args)
+        return self._run("sample_seeded", self._sample, n, _stateless_seed(seed), *context_args)
 
-    def forward(self, z):
+    def forward(self, z, context=None):
         """Maps base-space points to data space (the sampling direction)."""
         z = validation.check_events(z, self.event_shape, self.dtype, argument="z")
-        return self._run("forward", self.bijector.forward, z)
+        return self._run("forward", self._transform("forward"), z, *self._context_args(context))
 
-    def inverse(self, x):
+    def inverse(self, x, context=None):
         """Maps data to base space (the normalizing direction)."""
         x = validation.check_events(x, self.event_shape, self.dtype)
-        return self._run("inverse", self.bijector.inverse, x)
+        return self._run("inverse", self._transform("inverse"), x, *self._context_args(context))
+
+    def _context_args(self, context):
+        """() for an unconditional flow, (context,) checked for a conditional one."""
+        if not self.conditional:
+            if context is not None:
+                raise ValueError(
+                    "this flow is not conditional (no flow layer has a context_size), "
+                    "but a context was given."
+                )
+            return ()
+        return (validation.check_context(context, self.context_size, self.dtype),)
+
+    def _log_prob(self, x, context=None):
+        if context is None:
+            return self._distribution.log_prob(x)
+        x, context = _broadcast_batch(x, context)
+        return self._distribution.log_prob(x, bijector_kwargs=self.bijector_kwargs(context))
+
+    def _sample(self, n, seed, context=None):
+        if context is None:
+            return self._distribution.sample(n, seed=seed)
+        # TFP samples the base with the distribution's batch shape, which knows
+        # nothing of the context's: draw [n, *batch] base points and map them.
+        shape = tf.concat([[n], tf.shape(context)[:-1]], axis=0)
+        z = self.base_distribution.sample(shape, seed=seed)
+        z, context = _broadcast_batch(z, context)
+        return self.bijector.forward(z, **self.bijector_kwargs(context))
+
+    def _transform(self, direction):
+        def transform(points, context=None):
+            method = getattr(self.bijector, direction)
+            if context is None:
+                return method(points)
+            points, context = _broadcast_batch(points, context)
+            return method(points, **self.bijector_kwargs(context))
+
+        return transform
 
     def _run(self, name, fn, *args):
         """Runs fn in graph mode: compiled once per model when called eagerly."""
@@ -152,9 +219,28 @@ class FlowModel(keras.Model):
         return self._compiled[name](*args)
 
     def call(self, inputs):
-        return self._distribution.log_prob(tf.cast(inputs, self.dtype))
+        if self.conditional:
+            x, context = self._split_inputs(inputs)
+            return self._log_prob(tf.cast(x, self.dtype), tf.cast(context, self.dtype))
+        return self._log_prob(tf.cast(inputs, self.dtype))
+
+    def _split_inputs(self, inputs, context=None):
+        """(x, context) from a conditional model's inputs: a pair, or x with the context apart."""
+        if context is None and isinstance(inputs, dict):
+            inputs = (inputs.get("x"), inputs.get("context"))
+        if context is None and isinstance(inputs, (tuple, list)) and len(inputs) == 2:
+            inputs, context = inputs
+        if context is None:
+            raise ValueError(
+                f"this flow is conditional on a context of size {self.context_size}: pass "
+                "(x, context) pairs, e.g. fit(x, context) or predict((x, context))."
+            )
+        return inputs, context
 
     def compute_output_shape(self, input_shape):
+        if self.conditional and isinstance(input_shape, (tuple, list)) and len(input_shape) == 2:
+            if isinstance(input_shape[0], (tuple, list)):
+                input_shape = input_shape[0]
         return tuple(input_shape)[: -len(self.event_shape)]
 
     # --- Training --------------------------------------------------------
@@ -165,8 +251,12 @@ class FlowModel(keras.Model):
 
     def _negative_log_likelihood(self, data):
         """Σ −w·log p(x) over this replica's batch, and the batch's total weight w."""
-        x, _, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        log_prob = self._distribution.log_prob(tf.cast(x, self.dtype))
+        x, context, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        if self.conditional:
+            x, context = self._split_inputs(x, context)
+            log_prob = self._log_prob(tf.cast(x, self.dtype), tf.cast(context, self.dtype))
+        else:
+            log_prob = self._log_prob(tf.cast(x, self.dtype))
         if sample_weight is None:
             return -tf.reduce_sum(log_prob), tf.cast(tf.size(log_prob), self.dtype)
         weight = tf.cast(tf.reshape(sample_weight, tf.shape(log_prob)), self.dtype)
@@ -215,17 +305,56 @@ class FlowModel(keras.Model):
         self.optimizer.build(self.trainable_variables)
 
     def fit(self, x=None, y=None, *args, validation_data=None, **kwargs):
-        """`keras.Model.fit`, after checking array data (shape, dtype, finite, non-empty)."""
-        x = validation.check_training_data(x, self.event_shape, "x")
+        """`keras.Model.fit`, after checking array data (shape, dtype, finite, non-empty).
+
+        For a conditional flow `y` is the context (or pass x as an (x, context) pair).
+        """
+        x, y = self._check_data(x, y, "x")
         if validation_data is not None and not isinstance(validation_data, tf.data.Dataset):
-            validation_data = validation.check_training_data(
-                validation_data, self.event_shape, "validation_data"
-            )
+            validation_data = self._check_validation_data(validation_data)
         return super().fit(x, y, *args, validation_data=validation_data, **kwargs)
 
     def evaluate(self, x=None, y=None, *args, **kwargs):
-        x = validation.check_training_data(x, self.event_shape, "x")
+        x, y = self._check_data(x, y, "x")
         return super().evaluate(x, y, *args, **kwargs)
+
+    def _check_data(self, x, y, argument):
+        if not self.conditional:
+            if y is not None:
+                raise ValueError(
+                    "this flow is not conditional and takes no targets or context; "
+                    "pass the data as x only."
+                )
+            return validation.check_training_data(x, self.event_shape, argument), None
+        if y is None and isinstance(x, (tuple, list)) and len(x) == 2:
+            x, y = x
+        x = validation.check_training_data(x, self.event_shape, argument)
+        if validation.is_array(x):
+            if y is None:
+                raise ValueError(
+                    f"this flow is conditional on a context of size {self.context_size}: "
+                    "pass it as fit(x, context) (or evaluate(x, context))."
+                )
+            y = validation.check_training_data(y, (self.context_size,), "context")
+            if len(y) != len(x):
+                raise ValueError(
+                    f"{argument} has {len(x)} rows but the context has {len(y)}: pass one "
+                    "context row per example."
+                )
+        return x, y
+
+    def _check_validation_data(self, validation_data):
+        if not self.conditional:
+            return validation.check_training_data(
+                validation_data, self.event_shape, "validation_data"
+            )
+        if not isinstance(validation_data, (tuple, list)) or len(validation_data) not in (2, 3):
+            raise ValueError(
+                "validation_data of a conditional flow must be (x, context) or "
+                "(x, context, sample_weight)."
+            )
+        x, context = self._check_data(*validation_data[:2], "validation_data")
+        return (x, context, *validation_data[2:])
 
     # --- Serialisation ---------------------------------------------------
 
@@ -255,6 +384,33 @@ class FlowModel(keras.Model):
         ]
         config["event_shape"] = tuple(config["event_shape"])
         return cls(**config)
+
+
+def _context_size(flow_layers):
+    """The context size shared by the conditional flow layers, or None if there are none."""
+    conditional = [s for s in flow_layers if isinstance(s, FlowLayer) and s.conditional]
+    sizes = {step.context_size for step in conditional}
+    if len(sizes) > 1:
+        raise ValueError(
+            "the conditional flow layers disagree on the context size: "
+            + ", ".join(f"{step.name}: {step.context_size}" for step in conditional)
+        )
+    names = [step.name for step in conditional]
+    if len(set(names)) != len(names):
+        raise ValueError(
+            f"conditional flow layers need distinct names (the context reaches each "
+            f"bijector by name), got {names}."
+        )
+    return sizes.pop() if sizes else None
+
+
+def _broadcast_batch(points, context):
+    """Broadcasts points [..., D] and context [..., C] to one batch shape."""
+    batch_shape = tf.broadcast_dynamic_shape(tf.shape(points)[:-1], tf.shape(context)[:-1])
+    return (
+        tf.broadcast_to(points, tf.concat([batch_shape, tf.shape(points)[-1:]], 0)),
+        tf.broadcast_to(context, tf.concat([batch_shape, tf.shape(context)[-1:]], 0)),
+    )
 
 
 def _event_shape(event_shape, base_distribution):

@@ -24,15 +24,38 @@ def check_events(x, event_shape, dtype, argument="x"):
     return tf.cast(x, dtype)
 
 
+def check_context(context, context_size, dtype):
+    """Returns a conditional flow's context as a tensor of `dtype`, shape [..., context_size]."""
+    if context is None:
+        raise ValueError(
+            f"this flow is conditional on a context of size {context_size}, but none was "
+            "given: pass context=... (an array of shape [..., "
+            f"{context_size}])."
+        )
+    if not tf.is_tensor(context):
+        context = np.asarray(context)
+    _check_float(context.dtype, "context")
+    _check_event_shape(tf.TensorShape(context.shape), (context_size,), "context")
+    return tf.cast(context, dtype)
+
+
+def is_array(x):
+    """True for in-memory arrays (which the checks here inspect), False for datasets etc."""
+    return isinstance(x, (np.ndarray, list)) or tf.is_tensor(x)
+
+
 def _check_float(dtype, argument):
     try:
         floating, name = tf.as_dtype(dtype).is_floating, tf.as_dtype(dtype).name
     except TypeError:  # e.g. numpy's unicode strings have no TF dtype
         floating, name = False, str(dtype)
     if not floating:
-        raise ValueError(
-            f"{argument} must be floating point, got dtype {name} (dequantise integer data first)."
+        hint = (
+            "one-hot encode class labels, e.g. with keras.utils.to_categorical"
+            if argument == "context"
+            else "dequantise integer data first"
         )
+        raise ValueError(f"{argument} must be floating point, got dtype {name} ({hint}).")
 
 
 def _check_event_shape(shape, event_shape, argument):
@@ -49,7 +72,11 @@ def _check_event_shape(shape, event_shape, argument):
     if any(d is not None and d != e for d, e in zip(trailing, event_shape)):
         raise ValueError(
             f"{argument} has event shape {trailing} (array shape {tuple(shape)}), but the "
-            f"flow models events of shape {tuple(event_shape)}."
+            + (
+                f"flow takes contexts of size {event_shape[0]}."
+                if argument == "context"
+                else f"flow models events of shape {tuple(event_shape)}."
+            )
         )
 
 
@@ -62,7 +89,7 @@ def check_training_data(x, event_shape, argument="x"):
     """
     if isinstance(x, tuple):
         return (check_training_data(x[0], event_shape, argument),) + x[1:]
-    if not (isinstance(x, (np.ndarray, list)) or tf.is_tensor(x)):
+    if not is_array(x):
         return x
     array = np.asarray(x)
     _check_float(array.dtype, argument)
@@ -100,3 +127,16 @@ def check_sample_count(n):
     if n <= 0:
         raise ValueError(f"n must be a positive integer, got {n}.")
     return tf.constant(int(n), tf.int32)
+
+
+def check_context_size(context_size):
+    """Returns a layer's or model's `context_size` as an int, or None (not conditional)."""
+    if context_size is None:
+        return None
+    if (
+        isinstance(context_size, bool)
+        or not isinstance(context_size, numbers.Integral)
+        or context_size < 1
+    ):
+        raise ValueError(f"context_size must be a positive integer or None, got {context_size!r}.")
+    return int(context_size)

@@ -2,6 +2,8 @@
 
 import keras
 
+from tfp_flows.validation import check_context_size
+
 
 class FlowLayer(keras.layers.Layer):
     """Base class: a Keras 3 layer that owns the weights of one bijector.
@@ -15,7 +17,25 @@ class FlowLayer(keras.layers.Layer):
     Subclasses implement `build_weights(event_size)` and `make_bijector()`.
     The bijector exists once the layer is built (`layer.bijector`); calling
     the layer applies the bijector's forward map (base → data).
+
+    A conditional layer (`context_size` set) makes a bijector that takes a
+    `context` keyword, a float tensor [..., context_size], in every method:
+    `layer.bijector.forward(z, context=c)`. Inside a `tfb.Chain` the keyword
+    reaches it by the bijector's name (`chain.forward(z, **{name: {"context":
+    c}})`); `FlowModel` routes it for you.
     """
+
+    supports_context = False  # True in subclasses whose bijector takes a context
+
+    def __init__(self, context_size=None, **kwargs):
+        super().__init__(**kwargs)
+        self.context_size = check_context_size(context_size)
+        if self.conditional and not self.supports_context:
+            raise ValueError(f"{type(self).__name__} cannot be conditional: it takes no context.")
+
+    @property
+    def conditional(self):
+        return self.context_size is not None
 
     def build(self, input_shape):
         event_size = input_shape[-1]
@@ -42,8 +62,17 @@ class FlowLayer(keras.layers.Layer):
             )
         return self._bijector
 
-    def call(self, inputs):
+    def call(self, inputs, context=None):
+        if self.conditional:
+            return self.bijector.forward(inputs, context=context)
         return self.bijector.forward(inputs)
 
     def compute_output_shape(self, input_shape):
         return input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        if self.conditional:
+            config["context_size"] = self.context_size
+        return config
+
