@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from tfp_flows import FlowModel
-from tfp_flows.registry import REGISTRY, build_random
+from tfp_flows.registry import REGISTRY, bijector_under_test, build_random, context_kwargs
 
 NAMES = sorted(REGISTRY)
 MAX_EVENT_SIZE = 6
@@ -209,7 +209,7 @@ def _assert_within(error, bound, what):
 def test_inverse_round_trips(name, data):
     case = data.draw(cases(name))
     layer = case.layer("float64")
-    bijector = layer.bijector
+    bijector = bijector_under_test(layer)
     points = case.inputs("float64")
 
     # inverse(forward(x)) = x. The inverse recovers x from y, and y itself carries rounding
@@ -249,7 +249,7 @@ def test_inverse_round_trips(name, data):
 def test_log_dets_match_the_jacobian(name, data):
     case = data.draw(cases(name))
     layer = case.layer("float64")
-    bijector = layer.bijector
+    bijector = bijector_under_test(layer)
     x = tf.constant(case.inputs("float64"))
     n, d = x.shape
     lin = _linearise(bijector, x)
@@ -299,7 +299,7 @@ def test_outputs_are_finite(name, data, dtype):
     # ~1e6, tanh saturates, and the radial map grows at most linearly. So every output and
     # log-det must be finite, not merely free of NaN.
     case = data.draw(cases(name))
-    bijector = case.layer(dtype).bijector
+    bijector = bijector_under_test(case.layer(dtype))
     points = tf.constant(case.inputs(dtype), dtype)
     outputs = {
         "forward": bijector.forward(_fresh(points)),
@@ -325,7 +325,7 @@ def test_log_prob_far_away_is_never_nan(name, data, dtype):
     case = data.draw(cases(name, low=FAR, high=HUGE))
     model = _model(case.name, case.event_size, dtype, case.seed, case.stddev)
     # Always [n, D]: see test_flow_model_batch_shapes for inputs of other ranks.
-    log_prob = np.asarray(model.log_prob(case.inputs(dtype).astype(dtype)))
+    log_prob = np.asarray(model.log_prob(case.inputs(dtype).astype(dtype), **context_kwargs(model)))
     assert log_prob.shape == (len(case.points),)
     assert not np.isnan(log_prob).any(), f"NaN log_prob: {log_prob}"
     assert (log_prob < np.inf).all(), f"+inf log_prob: {log_prob}"
@@ -371,7 +371,8 @@ def _assert_matches_flat(bijector, batched, dtype):
 @given(data=st.data(), dtype=st.sampled_from(DTYPES))
 def test_leading_batch_dimensions(name, data, dtype):
     case = data.draw(cases(name, batch_dims=(1, 3)))
-    _assert_matches_flat(case.layer(dtype).bijector, tf.constant(case.inputs(dtype), dtype), dtype)
+    bijector = bijector_under_test(case.layer(dtype))
+    _assert_matches_flat(bijector, tf.constant(case.inputs(dtype), dtype), dtype)
 
 
 # A single event of shape [D] is a valid input of any TFP bijector with min_event_ndims=1
@@ -383,7 +384,8 @@ def test_leading_batch_dimensions(name, data, dtype):
 @given(data=st.data(), dtype=st.sampled_from(DTYPES))
 def test_single_event_without_batch_dimensions(name, data, dtype):
     case = data.draw(cases(name, batch_dims=(0, 0)))
-    _assert_matches_flat(case.layer(dtype).bijector, tf.constant(case.inputs(dtype), dtype), dtype)
+    bijector = bijector_under_test(case.layer(dtype))
+    _assert_matches_flat(bijector, tf.constant(case.inputs(dtype), dtype), dtype)
 
 
 # FlowModel compiles log_prob with tf.function(reduce_retracing=True): a call with a second
@@ -398,7 +400,7 @@ def test_flow_model_batch_shapes(name, data, dtype):
     case = data.draw(cases(name, batch_dims=(0, 3)))
     model = FlowModel([case.layer(dtype)], event_shape=(case.event_size,), dtype=dtype)
     batched = case.inputs(dtype).astype(dtype)
-    log_prob = np.asarray(model.log_prob(batched))
+    log_prob = np.asarray(model.log_prob(batched, **context_kwargs(model)))
     assert log_prob.shape == batched.shape[:-1]
-    flat_log_prob = model.log_prob(batched.reshape(-1, case.event_size))
+    flat_log_prob = model.log_prob(batched.reshape(-1, case.event_size), **context_kwargs(model))
     _assert_same_values(log_prob, flat_log_prob, dtype, "log_prob")

@@ -75,4 +75,3 @@ class FlowLayer(keras.layers.Layer):
         if self.conditional:
             config["context_size"] = self.context_size
         return config
-
