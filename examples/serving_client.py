@@ -16,23 +16,35 @@ import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
 
-def log_prob_request(model_name, points):
-    """A request for log p(x) of `points`, float32 [N, D]."""
+def log_prob_request(model_name, points, context=None):
+    """A request for log p(x) of `points`, float32 [N, D] (and `context` [N, C] if conditional)."""
     request = predict_pb2.PredictRequest()
     request.model_spec.name = model_name
     request.model_spec.signature_name = "log_prob"
     request.inputs["x"].CopyFrom(tf.make_tensor_proto(np.asarray(points, np.float32)))
+    _add_context(request, context)
     return request
 
 
-def sample_request(model_name, n, seed):
-    """A request for `n` samples; the same stateless `seed` (two ints) gives the same samples."""
+def sample_request(model_name, n, seed, context=None):
+    """A request for `n` samples; the same stateless `seed` (two ints) gives the same samples.
+
+    A conditional flow draws `n` per row of `context` [B, C]: samples [n, B, D].
+    """
     request = predict_pb2.PredictRequest()
     request.model_spec.name = model_name
     request.model_spec.signature_name = "sample"
     request.inputs["n"].CopyFrom(tf.make_tensor_proto(n, dtype=tf.int32))
     request.inputs["seed"].CopyFrom(tf.make_tensor_proto(seed, dtype=tf.int32, shape=[2]))
+    _add_context(request, context)
     return request
+
+
+def _add_context(request, context):
+    if context is not None:
+        request.inputs["context"].CopyFrom(
+            tf.make_tensor_proto(np.atleast_2d(np.asarray(context, np.float32)))
+        )
 
 
 def query(address, model_name, points, n, seed, timeout=10.0):

@@ -185,3 +185,85 @@ def test_float64_data_into_a_float32_model_is_cast_not_refused():
     np.testing.assert_allclose(model.log_prob(x), model.log_prob(x.astype(F32)))
     model.compile()
     assert np.isfinite(model.fit(x, epochs=1, verbose=0).history["loss"]).all()
+
+
+X, CONTEXT = np.zeros((8, 2), F32), np.zeros((8, 3), F32)
+
+# The same promises for a conditional flow p(x | context), context size 3.
+CONDITIONAL_ROWS = [
+    ("fit: no context", lambda m: m.fit(X), "conditional on a context of size 3"),
+    (
+        "fit: a dataset without contexts",
+        lambda m: m.fit(tf.data.Dataset.from_tensor_slices(X).batch(4), shuffle=False, verbose=0),
+        "conditional on a context of size 3",
+    ),
+    ("fit: context of the wrong size", lambda m: m.fit(X, X), r"flow takes contexts of size 3"),
+    ("fit: one context row per example", lambda m: m.fit(X, CONTEXT[:5]), "has 8 rows but"),
+    (
+        "fit: NaN in a context",
+        lambda m: m.fit(X, np.where(np.eye(8, 3) > 0, np.nan, 0).astype(F32)),
+        "context has NaN or Inf in 3 of 8 rows; the first is row 0",
+    ),
+    (
+        "fit: integer labels as context",
+        lambda m: m.fit(X, np.zeros((8, 3), "int64")),
+        "context must be floating point.*to_categorical",
+    ),
+    ("log_prob: no context", lambda m: m.log_prob(X), "but none was given: pass context="),
+    ("sample: no context", lambda m: m.sample(3), "but none was given"),
+    ("inverse: no context", lambda m: m.inverse(X), "but none was given"),
+    (
+        "log_prob: context of the wrong size",
+        lambda m: m.log_prob(X, context=np.zeros((8, 2), F32)),
+        r"context has event shape \(2,\)",
+    ),
+    ("predict: x alone", lambda m: m.predict(X, verbose=0), "pass \\(x, context\\) pairs"),
+]
+
+
+@pytest.mark.parametrize(
+    ("row", "action", "message"), CONDITIONAL_ROWS, ids=[r[0] for r in CONDITIONAL_ROWS]
+)
+def test_bad_input_conditional(row, action, message):
+    keras.utils.set_random_seed(0)
+    model = flows.realnvp(2, num_layers=2, context_size=3)
+    model.compile(keras.optimizers.Adam(1e-2))
+    before = [w.numpy().copy() for w in model.weights]
+    with pytest.raises(ValueError, match=message):
+        action(model)
+    for weight, old in zip(model.weights, before):
+        np.testing.assert_array_equal(weight.numpy(), old, err_msg=f"{row}: {weight.path}")
+
+
+def test_context_for_an_unconditional_flow_is_refused():
+    model = flows.realnvp(2, num_layers=2)
+    with pytest.raises(ValueError, match="not conditional"):
+        model.log_prob(X, context=CONTEXT)
+    model.compile()
+    with pytest.raises(ValueError, match="not conditional and takes no targets or context"):
+        model.fit(X, CONTEXT)
+
+
+def test_conditional_layers_must_agree():
+    from tfp_flows import FlowModel, layers
+
+    with pytest.raises(ValueError, match="disagree on the context size"):
+        FlowModel(
+            [
+                layers.AffineCouplingLayer([True, False], context_size=2),
+                layers.AffineCouplingLayer([False, True], context_size=3),
+            ],
+            event_shape=(2,),
+        )
+    with pytest.raises(ValueError, match="distinct names"):
+        FlowModel(
+            [
+                layers.AffineCouplingLayer([True, False], context_size=2, name="same"),
+                layers.AffineCouplingLayer([False, True], context_size=2, name="same"),
+            ],
+            event_shape=(2,),
+        )
+    with pytest.raises(ValueError, match="PlanarLayer cannot be conditional"):
+        layers.PlanarLayer(context_size=2)
+    with pytest.raises(ValueError, match="context_size must be a positive integer"):
+        layers.AffineCouplingLayer([True, False], context_size=0)

@@ -225,3 +225,59 @@ def test_describe_names_missing_and_corrupt_exports(exported, tmp_path):
     (broken / "saved_model.pb").write_bytes(b"not a protobuf")
     with pytest.raises(ValueError, match="cannot load the SavedModel at .*broken"):
         describe(tmp_path / "broken")
+
+
+def test_conditional_export_takes_a_context_in_every_signature(tmp_path):
+    keras.utils.set_random_seed(0)
+    model = flows.realnvp(2, num_layers=2, context_size=3)
+    rng = np.random.default_rng(0)
+    for weight in model.trainable_weights:
+        weight.assign(weight + 0.2 * rng.standard_normal(weight.shape).astype("float32"))
+    path = pathlib.Path(export_saved_model(model, tmp_path, "conditional"))
+    signatures = describe(path.parent)[1]
+    for name in SIGNATURES:
+        assert signatures[name]["inputs"]["context"] == ["float32", [None, 3]], name
+    assert signatures["sample"]["outputs"] == {"samples": ["float32", [None, None, 2]]}
+
+    loaded = tf.saved_model.load(str(path)).signatures
+    x, context = _points(5), rng.standard_normal((5, 3)).astype("float32")
+    np.testing.assert_allclose(
+        loaded["log_prob"](x=x, context=context)["log_prob"],
+        model.log_prob(x, context=context),
+        atol=1e-5,
+    )
+    samples = loaded["sample"](n=tf.constant(4), seed=tf.constant([1, 2]), context=context)
+    np.testing.assert_allclose(
+        samples["samples"], model.sample(4, seed=[1, 2], context=context), atol=1e-5
+    )
+    inverse = loaded["inverse"](x=x, context=context)
+    np.testing.assert_allclose(inverse["z"], model.inverse(x, context=context), atol=1e-5)
+    forward = loaded["forward"](z=inverse["z"], context=context)
+    np.testing.assert_allclose(forward["log_det"], -inverse["log_det"], atol=1e-5)
+
+    # TF Serving's loader path, with both inputs.
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "context.npy", context)
+    run = subprocess.run(
+        [
+            SAVED_MODEL_CLI,
+            "run",
+            "--dir",
+            path,
+            "--tag_set",
+            "serve",
+            "--signature_def",
+            "log_prob",
+            "--inputs",
+            f"x={tmp_path / 'x.npy'};context={tmp_path / 'context.npy'}",
+            "--outdir",
+            tmp_path / "out",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    np.testing.assert_allclose(
+        np.load(tmp_path / "out" / "log_prob.npy"), model.log_prob(x, context=context), atol=1e-5
+    )

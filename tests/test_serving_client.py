@@ -89,3 +89,8 @@ def test_client_requests_match_the_signatures(served):
     assert tf.make_ndarray(request.inputs["seed"]).dtype == np.int32
     request = client.log_prob_request("moons", [[0.0, 1.0]])
     assert tf.make_ndarray(request.inputs["x"]).dtype == np.float32
+    assert "context" not in request.inputs
+    request = client.log_prob_request("conditional", [[0.0, 1.0]], context=[1.0, 0.0, 0.0])
+    assert tf.make_ndarray(request.inputs["context"]).shape == (1, 3)
+    request = client.sample_request("conditional", 3, [1, 2], context=np.eye(3))
+    assert tf.make_ndarray(request.inputs["context"]).dtype == np.float32

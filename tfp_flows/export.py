@@ -15,6 +15,12 @@ inputs and outputs and a `None` batch dimension (D is the event size):
 
 `sample` is stateless: the same seed gives the same samples, equal to the
 in-memory `model.sample(n, seed=seed)`.
+
+A conditional flow's export adds `context`: float[None, C] to the inputs of
+every signature. `log_prob`, `bits_per_dim`, `forward` and `inverse` pair
+the i-th row of `x` (or `z`) with the i-th context (one row broadcasts);
+`sample` draws `n` per context: `samples` is float[n, None, D], equal to
+`model.sample(n, seed=seed, context=context)`.
 """
 
 import math
@@ -33,41 +39,53 @@ def signature_functions(model):
     """{name: (function, input_signature)} for every signature of `model`'s export."""
     dtype = tf.as_dtype(model.dtype)
     events = [None, *model.event_shape]
-    distribution, bijector = model.distribution, model.bijector
+    bijector = model.bijector
     event_ndims = len(model.event_shape)
     dims = model.event_size * math.log(2.0)
+    # A conditional flow's signatures take a `context` too, and pass it to every step.
+    context_spec = (
+        [tf.TensorSpec([None, model.context_size], dtype, name="context")]
+        if model.conditional
+        else []
+    )
 
-    def log_prob(x):
-        return {"log_prob": distribution.log_prob(x)}
+    def transform(direction, points, context):
+        points, kwargs = model._conditioned(points, context)
+        method = getattr(bijector, direction)
+        log_det = getattr(bijector, f"{direction}_log_det_jacobian")
+        return method(points, **kwargs), log_det(points, event_ndims=event_ndims, **kwargs)
 
-    def bits_per_dim(x):
-        return {"bits_per_dim": -distribution.log_prob(x) / dims}
+    def log_prob(x, context=None):
+        return {"log_prob": model._log_prob(x, context)}
 
-    def sample(n, seed):
-        return {"samples": distribution.sample(n, seed=seed)}
+    def bits_per_dim(x, context=None):
+        return {"bits_per_dim": -model._log_prob(x, context) / dims}
 
-    def forward(z):
-        return {
-            "x": bijector.forward(z),
-            "log_det": bijector.forward_log_det_jacobian(z, event_ndims=event_ndims),
-        }
+    def sample(n, seed, context=None):
+        return {"samples": model._sample(n, seed, context)}
 
-    def inverse(x):
-        return {
-            "z": bijector.inverse(x),
-            "log_det": bijector.inverse_log_det_jacobian(x, event_ndims=event_ndims),
-        }
+    def forward(z, context=None):
+        x, log_det = transform("forward", z, context)
+        return {"x": x, "log_det": log_det}
 
-    x_spec = [tf.TensorSpec(events, dtype, name="x")]
+    def inverse(x, context=None):
+        z, log_det = transform("inverse", x, context)
+        return {"z": z, "log_det": log_det}
+
+    x_spec = [tf.TensorSpec(events, dtype, name="x"), *context_spec]
     return {
         "serving_default": (log_prob, x_spec),
         "log_prob": (log_prob, x_spec),
         "bits_per_dim": (bits_per_dim, x_spec),
         "sample": (
             sample,
-            [tf.TensorSpec([], tf.int32, name="n"), tf.TensorSpec([2], tf.int32, name="seed")],
+            [
+                tf.TensorSpec([], tf.int32, name="n"),
+                tf.TensorSpec([2], tf.int32, name="seed"),
+                *context_spec,
+            ],
         ),
-        "forward": (forward, [tf.TensorSpec(events, dtype, name="z")]),
+        "forward": (forward, [tf.TensorSpec(events, dtype, name="z"), *context_spec]),
         "inverse": (inverse, x_spec),
     }
 

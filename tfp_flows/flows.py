@@ -14,6 +14,7 @@ def realnvp(
     activation="relu",
     log_scale_clamp=3.0,
     standardize=None,
+    context_size=None,
     **model_kwargs,
 ):
     """RealNVP: `num_layers` affine couplings whose masks alternate halves.
@@ -26,6 +27,8 @@ def realnvp(
         standardize: optional training data [N, dim]; its mean and std set a
             fixed last step so the couplings see standardised values while
             `log_prob` stays the density of the data in its own units.
+        context_size: makes every coupling conditional on a context vector of
+            this size: a flow for p(x | context) (see `FlowModel`).
         **model_kwargs: `base_distribution`, `dtype`, `name`, ... for `FlowModel`.
     """
     _check_dim(dim, minimum=2, family="realnvp")
@@ -37,6 +40,7 @@ def realnvp(
             hidden_units,
             activation,
             log_scale_clamp,
+            context_size=context_size,
             dtype=dtype,
             name=f"coupling_{i}",
         )

@@ -99,9 +99,14 @@ class FlowModel(keras.Model):
         self.bits_per_dim_tracker = keras.metrics.Mean(name="bits_per_dim")
         # Compiled eager entry points, kept out of Keras and TF object tracking.
         object.__setattr__(self, "_compiled", {})
-        self.build((None,) + self.event_shape)
+        events = (None,) + self.event_shape
+        # A conditional model's inputs are (x, context) pairs (Keras' default
+        # SavedModel signature is traced from the shapes given here).
+        self.build((events, (None, self.context_size)) if self.conditional else events)
 
     def build(self, input_shape):
+        if self.conditional:
+            input_shape = input_shape[0]
         bijectors = []
         for step in self.flow_layers:
             if isinstance(step, FlowLayer):
@@ -184,11 +189,16 @@ class FlowModel(keras.Model):
             return ()
         return (validation.check_context(context, self.context_size, self.dtype),)
 
-    def _log_prob(self, x, context=None):
+    def _conditioned(self, points, context):
+        """(points, bijector kwargs): a context is broadcast against the points' batch shape."""
         if context is None:
-            return self._distribution.log_prob(x)
-        x, context = _broadcast_batch(x, context)
-        return self._distribution.log_prob(x, bijector_kwargs=self.bijector_kwargs(context))
+            return points, {}
+        points, context = _broadcast_batch(points, context)
+        return points, self.bijector_kwargs(context)
+
+    def _log_prob(self, x, context=None):
+        x, kwargs = self._conditioned(x, context)
+        return self._distribution.log_prob(x, bijector_kwargs=kwargs)
 
     def _sample(self, n, seed, context=None):
         if context is None:
@@ -196,17 +206,13 @@ class FlowModel(keras.Model):
         # TFP samples the base with the distribution's batch shape, which knows
         # nothing of the context's: draw [n, *batch] base points and map them.
         shape = tf.concat([[n], tf.shape(context)[:-1]], axis=0)
-        z = self.base_distribution.sample(shape, seed=seed)
-        z, context = _broadcast_batch(z, context)
-        return self.bijector.forward(z, **self.bijector_kwargs(context))
+        z, kwargs = self._conditioned(self.base_distribution.sample(shape, seed=seed), context)
+        return self.bijector.forward(z, **kwargs)
 
     def _transform(self, direction):
         def transform(points, context=None):
-            method = getattr(self.bijector, direction)
-            if context is None:
-                return method(points)
-            points, context = _broadcast_batch(points, context)
-            return method(points, **self.bijector_kwargs(context))
+            points, kwargs = self._conditioned(points, context)
+            return getattr(self.bijector, direction)(points, **kwargs)
 
         return transform
 
