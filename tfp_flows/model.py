@@ -221,7 +221,9 @@ class FlowModel(keras.Model):
         if not tf.executing_eagerly():
             return fn(*args)
         if name not in self._compiled:
-            self._compiled[name] = tf.function(fn, reduce_retracing=True)
+            # A fresh Python function per model: TF counts traces per function,
+            # and many models tracing one shared method would warn of retracing.
+            self._compiled[name] = tf.function(lambda *a: fn(*a), reduce_retracing=True)
         return self._compiled[name](*args)
 
     def call(self, inputs):
