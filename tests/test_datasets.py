@@ -47,3 +47,27 @@ def test_digits_are_dequantised_counts():
 def test_unknown_dataset_is_named():
     with pytest.raises(ValueError, match="unknown dataset 'spiral'"):
         datasets.load("spiral")
+
+
+def test_dequantizing_pipeline_draws_fresh_noise_each_epoch():
+    data = datasets.load("digits", seed=0)
+    np.testing.assert_array_equal(np.floor(data.test), data.test_counts)
+    labels = data.train_labels[:300]
+    pipeline = datasets.dequantizing_pipeline(data.train_counts[:300], labels, batch_size=64)
+    epochs = [list(pipeline.as_numpy_iterator()) for _ in range(2)]
+    for batches in epochs:
+        x = np.concatenate([b[0] for b in batches])
+        y = np.concatenate([b[1] for b in batches])
+        assert x.shape == (300, 64) and x.dtype == np.float32
+        # Each row is some training image plus noise in [0, 1): floor recovers its counts,
+        # and the labels travel with their images.
+        counts = np.floor(x).astype(np.int32)
+        rows = {tuple(r): label for r, label in zip(data.train_counts[:300], labels)}
+        assert all(rows[tuple(c)] == label for c, label in zip(counts, y))
+        noise = x - counts
+        assert 0.4 < noise.mean() < 0.6 and noise.min() >= 0 and noise.max() < 1
+    first = np.sort(np.concatenate([b[0] for b in epochs[0]]).sum(1))
+    second = np.sort(np.concatenate([b[0] for b in epochs[1]]).sum(1))
+    assert not np.allclose(first, second)  # new noise, not the same draw reshuffled
+    with pytest.raises(ValueError, match="counts must be integers"):
+        datasets.dequantizing_pipeline(data.train)

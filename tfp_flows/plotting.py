@@ -96,32 +96,11 @@ def plot_density(model, data, path, grid_size=200, bounds=None, show_data=True, 
     """
     _check_model_2d(model)
     data = _points_2d(data, "data")
-    grid_size = int(grid_size)
-    if grid_size < 2:
-        raise ValueError(f"grid_size must be at least 2, got {grid_size}.")
     limits = _limits(data) if bounds is None else _check_bounds(bounds)
 
-    xs = np.linspace(*limits[0], grid_size)
-    ys = np.linspace(*limits[1], grid_size)
-    grid = np.stack(np.meshgrid(xs, ys), axis=-1).reshape(-1, 2)
-    log_prob = _batched(model.log_prob, grid, chunk_size).astype(np.float64)
-    non_finite = int((~np.isfinite(log_prob)).sum())
-    # exp(-inf) = 0 is the right picture for "no mass here"; NaN gets the same treatment
-    # rather than poisoning the colour scale, and is counted in the title.
-    density = np.exp(np.where(np.isnan(log_prob), -np.inf, log_prob))
-    density[~np.isfinite(density)] = np.nan
-    density = density.reshape(grid_size, grid_size)
-
+    density, non_finite = _density_on_grid(model.log_prob, limits, grid_size, chunk_size)
     fig, (ax,) = _figure(1, 1, (6.4, 5.2))
-    cmap = colormaps["viridis"].with_extremes(bad="red")
-    image = ax.imshow(
-        density,
-        origin="lower",
-        extent=(*limits[0], *limits[1]),
-        aspect="auto",
-        cmap=cmap,
-        interpolation="nearest",
-    )
+    image = _show_density(ax, density, limits)
     fig.colorbar(image, ax=ax, label="p(x)")
     if show_data:
         shown = _subsample(data, 3000)
@@ -140,6 +119,78 @@ def plot_density(model, data, path, grid_size=200, bounds=None, show_data=True, 
         title += f" ({non_finite} grid points with non-finite log p)"
     ax.set_title(title)
     return _save(fig, path)
+
+
+def plot_log_densities(rows, path, bounds, grid_size=150, chunk_size=16384):
+    """A grid of 2D densities side by side, e.g. an exact density next to learned ones.
+
+    Arguments:
+        rows: a list of rows, each a list of (title, log_prob_fn) panels; a
+            log_prob_fn maps float32 points [N, 2] to log p [N] (a model's
+            `log_prob`, a TFP distribution's, or an unnormalised target).
+            Panels in a row share one colour scale, so they compare directly.
+        path: PNG file to write.
+        bounds: ((x_min, x_max), (y_min, y_max)) of every panel.
+        grid_size: points per axis.
+    """
+    limits = _check_bounds(bounds)
+    rows = [list(row) for row in rows]
+    if not rows or not all(rows):
+        raise ValueError("rows must be a non-empty list of non-empty lists of panels.")
+    columns = max(len(row) for row in rows)
+    fig, axes = _figure(len(rows), columns, (3.0 * columns, 2.8 * len(rows)))
+    for r, row in enumerate(rows):
+        densities = []
+        for title, log_prob_fn in row:
+            density, non_finite = _density_on_grid(log_prob_fn, limits, grid_size, chunk_size)
+            if non_finite:
+                title += f" ({non_finite} non-finite)"
+            densities.append((title, density))
+        vmax = max(float(np.nanmax(d)) for _, d in densities)
+        for c in range(columns):
+            ax = axes[r * columns + c]
+            if c >= len(densities):
+                ax.set_axis_off()
+                continue
+            title, density = densities[c]
+            _show_density(ax, density, limits, vmax=vmax)
+            ax.set_title(title, fontsize=9)
+            ax.set_xticks([])
+            ax.set_yticks([])
+    return _save(fig, path)
+
+
+def _density_on_grid(log_prob_fn, limits, grid_size, chunk_size):
+    """exp(log p) on a grid_size² grid over `limits`, and how many grid points were non-finite.
+
+    exp(-inf) = 0 is the right picture for "no mass here"; NaN gets the same
+    treatment rather than poisoning the colour scale, and +inf becomes NaN
+    (the colormap's "bad" colour). Callers report the count.
+    """
+    grid_size = int(grid_size)
+    if grid_size < 2:
+        raise ValueError(f"grid_size must be at least 2, got {grid_size}.")
+    xs = np.linspace(*limits[0], grid_size)
+    ys = np.linspace(*limits[1], grid_size)
+    grid = np.stack(np.meshgrid(xs, ys), axis=-1).reshape(-1, 2).astype(np.float32)
+    log_prob = _batched(log_prob_fn, grid, chunk_size).astype(np.float64)
+    non_finite = int((~np.isfinite(log_prob)).sum())
+    density = np.exp(np.where(np.isnan(log_prob), -np.inf, log_prob))
+    density[~np.isfinite(density)] = np.nan
+    return density.reshape(grid_size, grid_size), non_finite
+
+
+def _show_density(ax, density, limits, vmax=None):
+    return ax.imshow(
+        density,
+        origin="lower",
+        extent=(*limits[0], *limits[1]),
+        aspect="auto",
+        cmap=colormaps["viridis"].with_extremes(bad="red"),
+        interpolation="nearest",
+        vmin=0.0,
+        vmax=vmax,
+    )
 
 
 def _scatter_by_angle(ax, points, angles, size):
