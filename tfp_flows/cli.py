@@ -15,6 +15,7 @@ import numpy as np
 from tfp_flows import datasets, flows, plotting
 from tfp_flows.callbacks import AtomicBackupAndRestore, RestoreOnNaN
 from tfp_flows.export import describe, export_saved_model
+from tfp_flows.training import cosine_adam
 
 JIT_COMPILE = {"auto": "auto", "on": True, "off": False}
 
@@ -172,11 +173,9 @@ def train(args):
     )
     # Early stopping chooses weights on a validation split, never on the test set.
     train_size = len(data.train) - (len(data.train) // 10 if args.patience else 0)
-    steps = args.epochs * math.ceil(train_size / args.batch_size)
     model.compile(
-        keras.optimizers.Adam(
-            keras.optimizers.schedules.CosineDecay(args.learning_rate, steps),
-            clipnorm=args.clipnorm,
+        cosine_adam(
+            args.learning_rate, args.epochs, train_size, args.batch_size, clipnorm=args.clipnorm
         ),
         jit_compile=JIT_COMPILE[args.jit_compile],
         steps_per_execution=args.steps_per_execution,

@@ -38,28 +38,32 @@ DIGITS_VALUE_RANGE = (0.0, 17.0)
 def plot_samples(data, samples, path, title=None, max_points=5000):
     """Side-by-side scatter of data and model samples, on the same axis limits.
 
-    Limits cover both sets (0.5–99.5 percentiles plus a margin), so samples
+    Limits cover all sets (0.5–99.5 percentiles plus a margin), so samples
     that spread wider than the data show as such; non-finite samples are
     dropped and counted in the panel title.
 
     Arguments:
-        data, samples: arrays of shape [N, 2] and [M, 2].
+        data: array [N, 2].
+        samples: array [M, 2], or {label: array [M, 2]} to compare several
+            models, one panel each.
         path: PNG file to write.
         title: optional figure title.
         max_points: each panel shows at most this many points (a fixed random subset).
     """
-    data = _points_2d(data, "data")
-    samples = _points_2d(samples, "samples")
-    finite = np.isfinite(samples).all(axis=1)
-    dropped = int((~finite).sum())
-    data, samples = _subsample(data, max_points), _subsample(samples[finite], max_points)
-    limits = _limits(data, samples)
+    data = _subsample(_points_2d(data, "data"), max_points)
+    if not isinstance(samples, dict):
+        samples = {"model samples": samples}
+    panels = [("data", data, DATA_COLOR, 0)]
+    for label, points in samples.items():
+        points = _points_2d(points, f"samples {label!r}")
+        finite = np.isfinite(points).all(axis=1)
+        panels.append(
+            (label, _subsample(points[finite], max_points), SAMPLE_COLOR, int((~finite).sum()))
+        )
+    limits = _limits(*[points for _, points, _, _ in panels])
 
-    fig, (left, right) = _figure(1, 2, (10, 4.6))
-    for ax, points, color, label in [
-        (left, data, DATA_COLOR, "data"),
-        (right, samples, SAMPLE_COLOR, "model samples"),
-    ]:
+    fig, axes = _figure(1, len(panels), (5 * len(panels), 4.6))
+    for ax, (label, points, color, dropped) in zip(axes, panels):
         ax.scatter(
             points[:, 0],
             points[:, 1],
@@ -70,11 +74,29 @@ def plot_samples(data, samples, path, title=None, max_points=5000):
             rasterized=True,
         )
         _set_data_axes(ax, limits)
-        ax.set_title(f"{label} (n={len(points)})")
-    if dropped:
-        right.set_title(f"model samples (n={len(samples)}, {dropped} non-finite dropped)")
+        extra = f", {dropped} non-finite dropped" if dropped else ""
+        ax.set_title(f"{label} (n={len(points)}{extra})")
     if title:
         fig.suptitle(title)
+    return _save(fig, path)
+
+
+def plot_loss_comparison(histories, path, key="loss", ylabel="NLL (nats)"):
+    """One curve per run: {label: Keras History (or its .history dict)} → `key` per epoch."""
+    if not histories:
+        raise ValueError("histories is empty: there is nothing to plot.")
+    fig, (ax,) = _figure(1, 1, (6.4, 4.2))
+    for label, history in histories.items():
+        history = getattr(history, "history", history)
+        if key not in history:
+            raise ValueError(f"history {label!r} has no {key!r}; it has {sorted(history)}.")
+        values = np.asarray(history[key], dtype=np.float64)
+        values[~np.isfinite(values)] = np.nan
+        ax.plot(np.arange(1, len(values) + 1), values, label=label)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend()
     return _save(fig, path)
 
 
