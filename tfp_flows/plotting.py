@@ -386,20 +386,45 @@ def plot_image_samples(
     low, high = (
         (float(data.min()), float(data.max())) if value_range is None else map(float, value_range)
     )
-    samples = _numpy(model.sample(num_images, seed=seed)).astype(np.float64)
-    # Clip into the data's range for display: overflowing pixels show as full white.
-    samples = np.clip(np.nan_to_num(samples, nan=np.nan, posinf=high, neginf=low), low, high)
-    columns = min(8, num_images)
-    rows = math.ceil(num_images / columns)
+    samples = _numpy(model.sample(num_images, seed=seed))
+    return plot_image_grid(
+        {"model samples": samples, "real images": data[:num_images]},
+        path,
+        image_shape,
+        (low, high),
+        columns=min(8, num_images),
+    )
+
+
+def plot_image_grid(panels, path, image_shape=None, value_range=None, columns=8):
+    """Panels of flat images side by side, each a grid `columns` wide.
+
+    Arguments:
+        panels: {title: array [N, D]} of flattened images.
+        path: PNG file to write.
+        image_shape: (height, width); by default square, sqrt(D) × sqrt(D).
+        value_range: (low, high) of the grey scale, shared by all panels;
+            values outside are clipped (overflowing pixels show as full white),
+            by default the range of all the images.
+    """
+    panels = {title: np.asarray(_numpy(images), np.float64) for title, images in panels.items()}
+    if not panels or any(images.ndim != 2 or not len(images) for images in panels.values()):
+        raise ValueError("panels must map titles to non-empty arrays of flat images [N, D].")
+    size = next(iter(panels.values())).shape[1]
+    image_shape = _image_shape(size) if image_shape is None else tuple(image_shape)
+    if len(image_shape) != 2 or math.prod(image_shape) != size:
+        raise ValueError(f"image_shape {image_shape} does not hold {size} values.")
+    if value_range is None:
+        finite = np.concatenate([i[np.isfinite(i)] for i in panels.values()])
+        value_range = (float(finite.min()), float(finite.max()))
+    low, high = map(float, value_range)
+    rows = max(math.ceil(len(images) / columns) for images in panels.values())
     # Height follows the mosaic's aspect ratio so the panels fill the figure.
     aspect = rows * (image_shape[0] + 1) / (columns * (image_shape[1] + 1))
-
-    fig, (sample_ax, data_ax) = _figure(1, 2, (11, 5.3 * aspect + 0.6))
+    fig, axes = _figure(1, len(panels), (5.5 * len(panels), 5.3 * aspect + 0.6))
     cmap = colormaps["gray"].with_extremes(bad="white")
-    for ax, images, title in [
-        (sample_ax, samples, "model samples"),
-        (data_ax, data[:num_images], "real images"),
-    ]:
+    for ax, (title, images) in zip(axes, panels.items()):
+        images = np.clip(np.nan_to_num(images, nan=np.nan, posinf=high, neginf=low), low, high)
         ax.imshow(
             _mosaic(images, image_shape, columns),
             cmap=cmap,
