@@ -62,7 +62,7 @@ def plot_samples(data, samples, path, title=None, max_points=5000):
         )
     limits = _limits(*[points for _, points, _, _ in panels])
 
-    fig, axes = _figure(1, len(panels), (5 * len(panels), 4.6))
+    fig, axes = new_figure(1, len(panels), (5 * len(panels), 4.6))
     for ax, (label, points, color, dropped) in zip(axes, panels):
         ax.scatter(
             points[:, 0],
@@ -78,14 +78,14 @@ def plot_samples(data, samples, path, title=None, max_points=5000):
         ax.set_title(f"{label} (n={len(points)}{extra})")
     if title:
         fig.suptitle(title)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_loss_comparison(histories, path, key="loss", ylabel="NLL (nats)"):
     """One curve per run: {label: Keras History (or its .history dict)} → `key` per epoch."""
     if not histories:
         raise ValueError("histories is empty: there is nothing to plot.")
-    fig, (ax,) = _figure(1, 1, (6.4, 4.2))
+    fig, (ax,) = new_figure(1, 1, (6.4, 4.2))
     for label, history in histories.items():
         history = getattr(history, "history", history)
         if key not in history:
@@ -97,7 +97,7 @@ def plot_loss_comparison(histories, path, key="loss", ylabel="NLL (nats)"):
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
     ax.legend()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_density(model, data, path, grid_size=200, bounds=None, show_data=True, chunk_size=16384):
@@ -121,7 +121,7 @@ def plot_density(model, data, path, grid_size=200, bounds=None, show_data=True, 
     limits = _limits(data) if bounds is None else _check_bounds(bounds)
 
     density, non_finite = _density_on_grid(model.log_prob, limits, grid_size, chunk_size)
-    fig, (ax,) = _figure(1, 1, (6.4, 5.2))
+    fig, (ax,) = new_figure(1, 1, (6.4, 5.2))
     image = _show_density(ax, density, limits)
     fig.colorbar(image, ax=ax, label="p(x)")
     if show_data:
@@ -140,7 +140,7 @@ def plot_density(model, data, path, grid_size=200, bounds=None, show_data=True, 
     if non_finite:
         title += f" ({non_finite} grid points with non-finite log p)"
     ax.set_title(title)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_log_densities(rows, path, bounds, grid_size=150, chunk_size=16384):
@@ -160,7 +160,7 @@ def plot_log_densities(rows, path, bounds, grid_size=150, chunk_size=16384):
     if not rows or not all(rows):
         raise ValueError("rows must be a non-empty list of non-empty lists of panels.")
     columns = max(len(row) for row in rows)
-    fig, axes = _figure(len(rows), columns, (3.0 * columns, 2.8 * len(rows)))
+    fig, axes = new_figure(len(rows), columns, (3.0 * columns, 2.8 * len(rows)))
     for r, row in enumerate(rows):
         densities = []
         for title, log_prob_fn in row:
@@ -179,7 +179,7 @@ def plot_log_densities(rows, path, bounds, grid_size=150, chunk_size=16384):
             ax.set_title(title, fontsize=9)
             ax.set_xticks([])
             ax.set_yticks([])
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _density_on_grid(log_prob_fn, limits, grid_size, chunk_size):
@@ -266,7 +266,7 @@ def plot_latent_mapping(model, data, path, num_points=2000, seed=0):
     limits = _limits(data, pushed[ok_pushed])
     size = _marker_size(num_points)
 
-    fig, (data_ax, latent_ax, pushed_ax) = _figure(1, 3, (15, 5))
+    fig, (data_ax, latent_ax, pushed_ax) = new_figure(1, 3, (15, 5))
     _scatter_by_angle(data_ax, data, data_angle, size)
     data_ax.set_title("data, coloured by angle")
 
@@ -313,7 +313,7 @@ def plot_latent_mapping(model, data, path, num_points=2000, seed=0):
             )
         _set_data_axes(ax, limits)
     data_ax.legend(loc="upper right", fontsize="small")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 # --- Any dimension ---------------------------------------------------------
@@ -337,7 +337,7 @@ def plot_training_curves(history, path):
     if "bits_per_dim" in history or "val_bits_per_dim" in history:
         panels.append((("bits_per_dim", "val_bits_per_dim"), "bits/dim", "bits per dimension"))
 
-    fig, axes = _figure(1, len(panels), (5.5 * len(panels), 4.2))
+    fig, axes = new_figure(1, len(panels), (5.5 * len(panels), 4.2))
     for ax, (keys, ylabel, title) in zip(axes, panels):
         for key, name in zip(keys, ("train", "validation")):
             if key not in history:
@@ -358,7 +358,7 @@ def plot_training_curves(history, path):
         ax.grid(alpha=0.3)
         ax.legend()
         ax.xaxis.get_major_locator().set_params(integer=True)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_image_samples(
@@ -421,7 +421,7 @@ def plot_image_grid(panels, path, image_shape=None, value_range=None, columns=8)
     rows = max(math.ceil(len(images) / columns) for images in panels.values())
     # Height follows the mosaic's aspect ratio so the panels fill the figure.
     aspect = rows * (image_shape[0] + 1) / (columns * (image_shape[1] + 1))
-    fig, axes = _figure(1, len(panels), (5.5 * len(panels), 5.3 * aspect + 0.6))
+    fig, axes = new_figure(1, len(panels), (5.5 * len(panels), 5.3 * aspect + 0.6))
     cmap = colormaps["gray"].with_extremes(bad="white")
     for ax, (title, images) in zip(axes, panels.items()):
         images = np.clip(np.nan_to_num(images, nan=np.nan, posinf=high, neginf=low), low, high)
@@ -434,7 +434,7 @@ def plot_image_grid(panels, path, image_shape=None, value_range=None, columns=8)
         )
         ax.set_title(f"{title} ({len(images)})")
         ax.set_axis_off()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_all(model, dataset, history, out_dir, image_shape=None):
@@ -494,14 +494,16 @@ def plot_all(model, dataset, history, out_dir, image_shape=None):
 # --- Helpers ---------------------------------------------------------------
 
 
-def _figure(rows, columns, size):
+def new_figure(rows, columns, size):
+    """A Figure on the Agg canvas (no pyplot) and its axes as a flat list: for custom plots."""
     fig = Figure(figsize=size, layout="constrained")
     FigureCanvasAgg(fig)
     axes = fig.subplots(rows, columns, squeeze=False)
     return fig, list(axes.flat)
 
 
-def _save(fig, path):
+def save_figure(fig, path):
+    """Writes `fig` as a PNG at 100 dpi, creating parent folders; returns the path."""
     path = os.fspath(path)
     parent = os.path.dirname(path)
     if parent:
