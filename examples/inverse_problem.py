@@ -203,7 +203,6 @@ def main(argv=None):
         figures.append(
             (
                 title,
-                problem,
                 x_test[0],
                 y_test[0],
                 mean[0],
