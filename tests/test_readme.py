@@ -70,3 +70,21 @@ def test_readme_rest_requests_match_the_exported_signatures(tmp_path):
         ((output_name, _),) = outputs.items()  # one output: TF Serving returns it unnamed
         shown = response["predictions" if "instances" in request else "outputs"]
         assert np.shape(shown) == tuple(result[output_name].shape)
+
+
+def test_gallery_shows_every_example_with_a_small_figure():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "make_gallery", ROOT / "examples" / "make_gallery.py"
+    )
+    gallery = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gallery)
+    readme = (ROOT / "README.md").read_text()
+    examples = {p.stem for p in (ROOT / "examples").glob("*.py")}
+    for name in gallery.GALLERY:
+        assert name in examples, name
+        assert f"(examples/{name}.py)" in readme and f"![](docs/{name}.png)" in readme, name
+        figure = ROOT / "docs" / f"{name}.png"
+        assert 0 < figure.stat().st_size < gallery.MAX_BYTES, figure
+    assert "python examples/make_gallery.py" in readme

@@ -1,5 +1,6 @@
 """`FlowModel`: a Keras 3 model whose distribution is a TFP TransformedDistribution."""
 
+import functools
 import math
 import numbers
 
@@ -221,9 +222,10 @@ class FlowModel(keras.Model):
         if not tf.executing_eagerly():
             return fn(*args)
         if name not in self._compiled:
-            # A fresh Python function per model: TF counts traces per function,
-            # and many models tracing one shared method would warn of retracing.
-            self._compiled[name] = tf.function(lambda *a: fn(*a), reduce_retracing=True)
+            # TF counts traces per code object, so the few traces of many models'
+            # functions would add up to a false retracing warning; a partial has no
+            # code object and is counted on its own.
+            self._compiled[name] = tf.function(functools.partial(fn), reduce_retracing=True)
         return self._compiled[name](*args)
 
     def call(self, inputs):

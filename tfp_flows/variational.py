@@ -10,6 +10,8 @@ References:
     Rezende & Mohamed, "Variational Inference with Normalizing Flows", ICML 2015.
 """
 
+import functools
+
 import keras
 import numpy as np
 import tensorflow as tf
@@ -158,7 +160,10 @@ class ReverseKL(keras.Model):
         seed = tf.constant([self.seed, seed], tf.int32)
         if not hasattr(self, "_terms_fn"):
             object.__setattr__(
-                self, "_terms_fn", tf.function(self._negative_elbo_terms, reduce_retracing=True)
+                self,
+                "_terms_fn",
+                # A partial: traced on its own, not counted with other trainers' (see model.py).
+                tf.function(functools.partial(self._negative_elbo_terms), reduce_retracing=True),
             )
         return self._terms_fn(tf.constant(num_samples), seed).numpy().astype(np.float64)
 
