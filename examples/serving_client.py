@@ -47,12 +47,16 @@ def _add_context(request, context):
         )
 
 
-def query(address, model_name, points, n, seed, timeout=10.0):
-    """Returns (log_prob [N], samples [n, D]) from the server at `address`."""
+def query(address, model_name, points, n, seed, context=None, timeout=10.0):
+    """Returns (log_prob [N], samples) from the server at `address`.
+
+    For a conditional model pass `context`: one row for all points (and one
+    set of `n` samples), or one row per point.
+    """
     with grpc.insecure_channel(address) as channel:
         stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
-        log_prob = stub.Predict(log_prob_request(model_name, points), timeout=timeout)
-        samples = stub.Predict(sample_request(model_name, n, seed), timeout=timeout)
+        log_prob = stub.Predict(log_prob_request(model_name, points, context), timeout=timeout)
+        samples = stub.Predict(sample_request(model_name, n, seed, context), timeout=timeout)
     return (
         tf.make_ndarray(log_prob.outputs["log_prob"]),
         tf.make_ndarray(samples.outputs["samples"]),
@@ -66,10 +70,13 @@ def main():
     parser.add_argument("--port", type=int, default=8500, help="TF Serving's gRPC port")
     parser.add_argument("--num-samples", type=int, default=5)
     parser.add_argument("--seed", type=int, nargs=2, default=[1, 2])
+    parser.add_argument(
+        "--context", type=float, nargs="+", help="the context vector, for a conditional model"
+    )
     args = parser.parse_args()
     points = np.array([[0.5, 0.25], [1.0, -0.5]], np.float32)
     log_prob, samples = query(
-        f"{args.host}:{args.port}", args.model, points, args.num_samples, args.seed
+        f"{args.host}:{args.port}", args.model, points, args.num_samples, args.seed, args.context
     )
     for point, value in zip(points, log_prob):
         print(f"log p({point.tolist()}) = {value:.4f}")

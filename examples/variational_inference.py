@@ -23,11 +23,11 @@ from tfp_flows.variational import ReverseKL
 
 def fit(flow, target, steps, seed, verbose, learning_rate):
     trainer = ReverseKL(flow, target, batch_size=256, seed=seed)
-    trainer.compile(
-        keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(learning_rate, steps))
-    )
-    epochs = 10
-    trainer.fit(epochs=epochs, steps_per_epoch=steps // epochs, verbose=verbose)
+    epochs = min(10, steps)
+    steps_per_epoch = -(-steps // epochs)
+    decay = keras.optimizers.schedules.CosineDecay(learning_rate, epochs * steps_per_epoch)
+    trainer.compile(keras.optimizers.Adam(decay))
+    trainer.fit(epochs=epochs, steps_per_epoch=steps_per_epoch, verbose=verbose)
     return trainer
 
 

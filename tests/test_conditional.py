@@ -48,8 +48,12 @@ def test_the_context_changes_the_map_and_the_cache_keeps_contexts_apart():
     y_first = bijector.forward(x, context=first)
     y_second = bijector.forward(x, context=second)
     assert not np.allclose(y_first, y_second)
-    # The same x with another context must not be answered from TFP's bijector cache.
-    np.testing.assert_allclose(bijector.inverse(y_second, context=second), x, atol=1e-5)
+    # The same x with another context must not be answered from TFP's bijector cache
+    # (and the inverse is computed afresh, from a new tensor).
+    np.testing.assert_allclose(
+        bijector.inverse(tf.identity(y_second), context=second), x, atol=1e-5
+    )
+    assert bijector.inverse(y_second, context=second) is x  # the cache, keyed on the context
     log_det_first = bijector.forward_log_det_jacobian(x, event_ndims=1, context=first)
     log_det_second = bijector.forward_log_det_jacobian(x, event_ndims=1, context=second)
     assert not np.allclose(log_det_first, log_det_second)
@@ -143,7 +147,7 @@ def test_datasets_of_pairs_weights_predict_and_evaluate():
     model = _conditional_model()
     model.compile("adam")
     x, context = _points((64, 4)), _points((64, CONTEXT_SIZE), seed=2)
-    weights = np.linspace(0.5, 1.5, 64).astype(np.float32)
+    weights = np.linspace(0.2, 3.0, 64).astype(np.float32)  # Σw ≠ N: the mean is over Σw
     expected = -float(np.mean(model.log_prob(x, context=context)))
     pairs = tf.data.Dataset.from_tensor_slices((x, context)).batch(16)
     assert model.evaluate(pairs, verbose=0, return_dict=True)["loss"] == pytest.approx(
@@ -153,12 +157,18 @@ def test_datasets_of_pairs_weights_predict_and_evaluate():
         expected, rel=1e-5
     )
     weighted = tf.data.Dataset.from_tensor_slices((x, context, weights)).batch(16)
-    expected_weighted = -float(np.sum(weights * model.log_prob(x, context=context))) / 64.0
+    expected_weighted = -float(np.sum(weights * model.log_prob(x, context=context))) / float(
+        np.sum(weights)
+    )
     assert model.evaluate(weighted, verbose=0, return_dict=True)["loss"] == pytest.approx(
         expected_weighted, rel=1e-5
     )
     np.testing.assert_allclose(
         model.predict((x, context), verbose=0), model.log_prob(x, context=context), rtol=1e-6
+    )
+    # A dataset of (x, context) pairs predicts too (Keras would drop the second item).
+    np.testing.assert_allclose(
+        model.predict(pairs, verbose=0), model.log_prob(x, context=context), rtol=1e-6
     )
     history = model.fit(
         pairs, validation_data=(x[:8], context[:8]), epochs=2, shuffle=False, verbose=0
@@ -180,3 +190,29 @@ def test_unconditional_steps_and_tfp_bijectors_mix_with_conditional_ones():
     z = model.inverse(x, context=context)
     np.testing.assert_allclose(model.forward(z, context=context), x, atol=1e-4)
     assert list(model.bijector_kwargs(context)) == ["conditional"]
+
+
+def test_validation_data_from_a_py_dataset():
+    model = _conditional_model()
+    model.compile("adam")
+    x, context = _points((32, 4)), _points((32, CONTEXT_SIZE), seed=2)
+
+    class Pairs(keras.utils.PyDataset):
+        def __len__(self):
+            return 2
+
+        def __getitem__(self, i):
+            return x[16 * i : 16 * (i + 1)], context[16 * i : 16 * (i + 1)]
+
+    history = model.fit(x, context, validation_data=Pairs(), epochs=1, verbose=0).history
+    assert np.isfinite(history["val_loss"]).all()
+
+
+def test_a_context_whose_batch_does_not_fit_is_named():
+    model = _conditional_model()
+    with pytest.raises(ValueError, match=r"context's batch shape \(4,\) does not broadcast"):
+        model.log_prob(_points((5, 4)), context=_points((4, CONTEXT_SIZE)))
+    # Two rows of x in a list are x, not an (x, context) pair.
+    with pytest.raises(ValueError, match="none was given|pass it as fit"):
+        model.compile("adam")
+        model.fit([[0.0, 1.0, 2.0, 3.0], [1.0, 2.0, 3.0, 4.0]])

@@ -58,9 +58,6 @@ def test_distribution_mapping(tmp_path):
     results = _quick("distribution_mapping.py", tmp_path)
     # The flow's test log-likelihood matches the closed-form mixture's, per point.
     assert abs(results["mixture_mean_difference_per_point"]) < 0.05
-    assert results["mixture_total_difference"] == pytest.approx(
-        results["mixture_total_log_likelihood_flow"] - results["mixture_total_log_likelihood_exact"]
-    )
     # Moons are mapped onto a standard normal: centred, unit spread; NLL near the entropy 0.29.
     assert results["moons_latent_mean_norm"] < 0.1
     assert all(0.9 < s < 1.1 for s in results["moons_latent_std"])
@@ -106,7 +103,7 @@ def test_variational_inference(tmp_path):
         for family in ("planar", "realnvp"):
             # KL(q‖p) >= 0: the ELBO never exceeds the quadrature log Z (up to MC error).
             assert results[f"{energy}_{family}_kl"] > -0.02, (energy, family)
-        # RealNVP gets within half a nat of the target on every energy, even in quick mode.
+        # RealNVP gets within 0.6 nats of the target on every energy, even in quick mode.
         assert results[f"{energy}_realnvp_kl"] < 0.6, energy
         # Importance sampling with q as the proposal recovers log Z more closely.
         log_z = results[f"{energy}_log_z_quadrature"]

@@ -8,6 +8,8 @@ Example:
     0.1
     >>> auroc(np.array([0.1, 0.4, 0.35, 0.8]), np.array([0, 0, 1, 1]))
     0.75
+    >>> auroc(np.array([np.inf, np.inf, 0.0, 1.0]), np.array([0, 1, 0, 1]))  # tied infinities
+    0.625
 """
 
 import numpy as np
@@ -75,11 +77,14 @@ def auroc(scores, labels):
     scores, labels = np.asarray(scores, np.float64), np.asarray(labels).astype(bool)
     if labels.all() or not labels.any():
         raise ValueError("auroc needs both positive and negative examples.")
+    if np.isnan(scores).any():
+        raise ValueError(f"scores hold {int(np.isnan(scores).sum())} NaN values: cannot rank them.")
     # Mann-Whitney U from average ranks (ties share their mean rank).
     order = np.argsort(scores, kind="mergesort")
     ranks = np.empty(len(scores))
     sorted_scores = scores[order]
-    starts = np.r_[0, np.flatnonzero(np.diff(sorted_scores)) + 1]
+    # Comparisons, not differences: inf − inf is NaN, but tied infinities are ties.
+    starts = np.r_[0, np.flatnonzero(sorted_scores[1:] != sorted_scores[:-1]) + 1]
     ends = np.r_[starts[1:], len(scores)]
     for start, end in zip(starts, ends):
         ranks[order[start:end]] = 0.5 * (start + end + 1)

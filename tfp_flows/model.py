@@ -72,24 +72,12 @@ class FlowModel(keras.Model):
                 f"FlowModel needs one float dtype for weights and computation (log-dets "
                 f"lose too much precision otherwise), got the policy {policy.name}."
             )
-        flow_layers = list(flow_layers)
-        for step in flow_layers:
-            if not isinstance(step, (FlowLayer, tfb.Bijector)):
-                raise TypeError(
-                    "flow_layers must be tfp_flows FlowLayers or fixed tfb.Bijectors, "
-                    f"got {type(step).__name__}."
-                )
-            if isinstance(step, FlowLayer) and step.dtype_policy.variable_dtype != self.dtype:
-                raise ValueError(
-                    f"{step.name} has dtype {step.dtype_policy.variable_dtype} but the model "
-                    f"has {self.dtype}: pass the same dtype to both."
-                )
-        self.flow_layers = flow_layers
-        self.context_size = _context_size(flow_layers)
         if base_distribution is not None:
             _check_base_distribution(base_distribution, self.dtype)
         self.event_shape = _event_shape(event_shape, base_distribution)
         self.event_size = int(np.prod(self.event_shape))
+        self.flow_layers = _check_flow_layers(flow_layers, self.event_shape, self.dtype)
+        self.context_size = _context_size(self.flow_layers)
         self._custom_base = base_distribution is not None
         self.base_distribution = base_distribution or tfd.Sample(
             tfd.Normal(tf.constant(0.0, self.dtype), tf.constant(1.0, self.dtype)),
@@ -148,7 +136,7 @@ class FlowModel(keras.Model):
     def log_prob(self, x, context=None):
         """log p(x) (or log p(x | context)) per example, exact; x has shape [..., *event_shape]."""
         x = validation.check_events(x, self.event_shape, self.dtype)
-        return self._run("log_prob", self._log_prob, x, *self._context_args(context))
+        return self._run("log_prob", self._log_prob, x, *self._conditional_args(x, context))
 
     def prob(self, x, context=None):
         return tf.exp(self.log_prob(x, context))
@@ -172,12 +160,14 @@ class FlowModel(keras.Model):
     def forward(self, z, context=None):
         """Maps base-space points to data space (the sampling direction)."""
         z = validation.check_events(z, self.event_shape, self.dtype, argument="z")
-        return self._run("forward", self._transform("forward"), z, *self._context_args(context))
+        args = self._conditional_args(z, context, "z")
+        return self._run("forward", self._transform("forward"), z, *args)
 
     def inverse(self, x, context=None):
         """Maps data to base space (the normalizing direction)."""
         x = validation.check_events(x, self.event_shape, self.dtype)
-        return self._run("inverse", self._transform("inverse"), x, *self._context_args(context))
+        args = self._conditional_args(x, context)
+        return self._run("inverse", self._transform("inverse"), x, *args)
 
     def _context_args(self, context):
         """() for an unconditional flow, (context,) checked for a conditional one."""
@@ -190,11 +180,22 @@ class FlowModel(keras.Model):
             return ()
         return (validation.check_context(context, self.context_size, self.dtype),)
 
+    def _conditional_args(self, points, context, argument="x"):
+        """(context,) checked against the points' batch shape, or () if unconditional."""
+        args = self._context_args(context)
+        if args:
+            validation.check_batch_shapes_broadcast(
+                points.shape[: points.shape.rank - len(self.event_shape)],
+                args[0].shape[:-1],
+                argument,
+            )
+        return args
+
     def _conditioned(self, points, context):
         """(points, bijector kwargs): a context is broadcast against the points' batch shape."""
         if context is None:
             return points, {}
-        points, context = _broadcast_batch(points, context)
+        points, context = _broadcast_batch(points, context, len(self.event_shape))
         return points, self.bijector_kwargs(context)
 
     def _log_prob(self, x, context=None):
@@ -238,7 +239,7 @@ class FlowModel(keras.Model):
         """(x, context) from a conditional model's inputs: a pair, or x with the context apart."""
         if context is None and isinstance(inputs, dict):
             inputs = (inputs.get("x"), inputs.get("context"))
-        if context is None and isinstance(inputs, (tuple, list)) and len(inputs) == 2:
+        if context is None and self._is_pair(inputs):
             inputs, context = inputs
         if context is None:
             raise ValueError(
@@ -246,6 +247,24 @@ class FlowModel(keras.Model):
                 "(x, context) pairs, e.g. fit(x, context) or predict((x, context))."
             )
         return inputs, context
+
+    def predict_step(self, data):
+        # Keras' default drops the second item of a dataset element as a target;
+        # for a conditional flow it is the context.
+        x, context, _ = keras.utils.unpack_x_y_sample_weight(data)
+        if self.conditional and context is not None:
+            return self((x, context))
+        return self(x)
+
+    def _is_pair(self, inputs):
+        """True for (x, context); a plain list of two rows of x is not a pair."""
+        if isinstance(inputs, tuple):
+            return len(inputs) == 2
+        return (
+            isinstance(inputs, list)
+            and len(inputs) == 2
+            and np.ndim(inputs[0]) == len(self.event_shape) + 1
+        )
 
     def compute_output_shape(self, input_shape):
         if self.conditional and isinstance(input_shape, (tuple, list)) and len(input_shape) == 2:
@@ -336,7 +355,7 @@ class FlowModel(keras.Model):
                     "pass the data as x only."
                 )
             return validation.check_training_data(x, self.event_shape, argument), None
-        if y is None and isinstance(x, (tuple, list)) and len(x) == 2:
+        if y is None and self._is_pair(x):
             x, y = x
         x = validation.check_training_data(x, self.event_shape, argument)
         if validation.is_array(x):
@@ -358,10 +377,14 @@ class FlowModel(keras.Model):
             return validation.check_training_data(
                 validation_data, self.event_shape, "validation_data"
             )
-        if not isinstance(validation_data, (tuple, list)) or len(validation_data) not in (2, 3):
+        if not isinstance(validation_data, (tuple, list)) or not validation.is_array(
+            validation_data[0]
+        ):
+            return validation_data  # a PyDataset, generator, ...: Keras reads it
+        if len(validation_data) not in (2, 3):
             raise ValueError(
                 "validation_data of a conditional flow must be (x, context) or "
-                "(x, context, sample_weight)."
+                f"(x, context, sample_weight), got {len(validation_data)} arrays."
             )
         x, context = self._check_data(*validation_data[:2], "validation_data")
         return (x, context, *validation_data[2:])
@@ -396,6 +419,29 @@ class FlowModel(keras.Model):
         return cls(**config)
 
 
+def _check_flow_layers(flow_layers, event_shape, dtype):
+    flow_layers = list(flow_layers)
+    for step in flow_layers:
+        if not isinstance(step, (FlowLayer, tfb.Bijector)):
+            raise TypeError(
+                "flow_layers must be tfp_flows FlowLayers or fixed tfb.Bijectors, "
+                f"got {type(step).__name__}."
+            )
+        if not isinstance(step, FlowLayer):
+            continue
+        if step.event_ndims > len(event_shape):
+            raise ValueError(
+                f"{step.name} acts on events of rank {step.event_ndims} (images are height × "
+                f"width × channels), but the model's events have shape {event_shape}."
+            )
+        if step.dtype_policy.variable_dtype != dtype:
+            raise ValueError(
+                f"{step.name} has dtype {step.dtype_policy.variable_dtype} but the model "
+                f"has {dtype}: pass the same dtype to both."
+            )
+    return flow_layers
+
+
 def _context_size(flow_layers):
     """The context size shared by the conditional flow layers, or None if there are none."""
     conditional = [s for s in flow_layers if isinstance(s, FlowLayer) and s.conditional]
@@ -414,11 +460,12 @@ def _context_size(flow_layers):
     return sizes.pop() if sizes else None
 
 
-def _broadcast_batch(points, context):
-    """Broadcasts points [..., D] and context [..., C] to one batch shape."""
-    batch_shape = tf.broadcast_dynamic_shape(tf.shape(points)[:-1], tf.shape(context)[:-1])
+def _broadcast_batch(points, context, event_ndims):
+    """Broadcasts points [..., *event_shape] and context [..., C] to one batch shape."""
+    points_batch, event_shape = tf.shape(points)[:-event_ndims], tf.shape(points)[-event_ndims:]
+    batch_shape = tf.broadcast_dynamic_shape(points_batch, tf.shape(context)[:-1])
     return (
-        tf.broadcast_to(points, tf.concat([batch_shape, tf.shape(points)[-1:]], 0)),
+        tf.broadcast_to(points, tf.concat([batch_shape, event_shape], 0)),
         tf.broadcast_to(context, tf.concat([batch_shape, tf.shape(context)[-1:]], 0)),
     )
 
@@ -435,8 +482,8 @@ def _event_shape(event_shape, base_distribution):
     if event_shape is None:
         raise ValueError("FlowModel needs an event_shape (or a base_distribution).")
     event_shape = tuple(int(d) for d in np.atleast_1d(event_shape))
-    if len(event_shape) != 1:
-        raise ValueError(f"FlowModel models vector events for now, got event_shape {event_shape}.")
+    if any(d < 1 for d in event_shape):
+        raise ValueError(f"event_shape must hold positive sizes, got {event_shape}.")
     return event_shape
 
 

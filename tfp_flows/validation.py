@@ -39,6 +39,18 @@ def check_context(context, context_size, dtype):
     return tf.cast(context, dtype)
 
 
+def check_batch_shapes_broadcast(points_batch, context_batch, argument="x"):
+    """Raises a ValueError naming both shapes when a context cannot pair with the points."""
+    try:
+        tf.broadcast_static_shape(tf.TensorShape(points_batch), tf.TensorShape(context_batch))
+    except ValueError:
+        raise ValueError(
+            f"the context's batch shape {tuple(context_batch)} does not broadcast with "
+            f"{argument}'s {tuple(points_batch)}: pass one context per example, or one "
+            "for all."
+        ) from None
+
+
 def is_array(x):
     """True for in-memory arrays (which the checks here inspect), False for datasets etc."""
     return isinstance(x, (np.ndarray, list)) or tf.is_tensor(x)
@@ -51,7 +63,7 @@ def _check_float(dtype, argument):
         floating, name = False, str(dtype)
     if not floating:
         hint = (
-            "one-hot encode class labels, e.g. with keras.utils.to_categorical"
+            "cast it to float; one-hot encode class labels with keras.utils.to_categorical"
             if argument == "context"
             else "dequantise integer data first"
         )

@@ -33,6 +33,10 @@ class ReverseKL(keras.Model):
     wrong shape, stops training with a `ValueError` naming the problem; the
     step that met it changes no weight.
 
+    Under a `tf.distribute` strategy each replica draws `batch_size` samples
+    of its own per step. The same seed repeats a run for one `jit_compile`
+    setting: XLA's stateless random numbers differ from TensorFlow's.
+
     Arguments:
         flow: an unconditional `FlowModel` (q).
         target_log_prob_fn: callable mapping a float tensor [n, *event_shape]
@@ -65,6 +69,7 @@ class ReverseKL(keras.Model):
         self.batch_size = int(batch_size)
         self.seed = int(seed)
         self.loss_tracker = keras.metrics.Mean(name="loss")
+        self.built = True  # nothing to build: the flow is built, and there is no call()
         self._step = self.add_weight(
             shape=(), dtype="int64", initializer="zeros", trainable=False, name="step"
         )
@@ -94,7 +99,11 @@ class ReverseKL(keras.Model):
         self._step.assign_add(1)
         with tf.GradientTape() as tape:
             terms = self._negative_elbo_terms(self.batch_size, tf.cast(seed, tf.int32))
-            loss = tf.reduce_mean(terms) / replica.num_replicas_in_sync
+            loss = tf.reduce_mean(terms)
+            if self.flow.losses:
+                loss += tf.add_n(self.flow.losses)
+            # Replicas' gradients are summed: each contributes its share of the mean.
+            loss = self.optimizer.scale_loss(loss / replica.num_replicas_in_sync)
         variables = self.flow.trainable_variables
         self.optimizer.apply(tape.gradient(loss, variables), variables)
         self.loss_tracker.update_state(tf.reduce_mean(terms))
@@ -102,11 +111,15 @@ class ReverseKL(keras.Model):
 
     def fit(self, epochs=1, steps_per_epoch=100, **kwargs):
         """Keras' `fit` over `epochs` × `steps_per_epoch` steps of fresh samples; no data."""
-        for name in ("x", "y", "validation_data", "validation_split"):
-            if kwargs.get(name) is not None:
+        for name in ("x", "y", "validation_data", "validation_split", "sample_weight"):
+            value = kwargs.pop(name, None)
+            if value is not None and not (name == "validation_split" and value == 0):
                 raise ValueError(f"ReverseKL.fit takes no data ({name}): it samples the flow.")
+        kwargs.pop("shuffle", None)  # nothing to shuffle
         self._probe_target()
-        steps = tf.data.Dataset.from_tensors(0).repeat()
+        # Steps carry no data, but tf.distribute splits a batch axis across replicas.
+        replicas = self.distribute_strategy.num_replicas_in_sync
+        steps = tf.data.Dataset.from_tensors(tf.zeros([replicas])).repeat()
         try:
             return super().fit(
                 steps, epochs=epochs, steps_per_epoch=steps_per_epoch, shuffle=False, **kwargs
