@@ -37,18 +37,23 @@ class FlowLayer(keras.layers.Layer):
     def conditional(self):
         return self.context_size is not None
 
+    # The event rank the bijector acts on: 1 for vectors (build_weights gets the
+    # event size), 3 for images (build_weights gets (height, width, channels)).
+    event_ndims = 1
+
     def build(self, input_shape):
-        event_size = input_shape[-1]
-        if event_size is None:
+        event_shape = tuple(input_shape)[-self.event_ndims :]
+        if len(event_shape) != self.event_ndims or any(d is None for d in event_shape):
             raise ValueError(
-                f"{self.name}: the event size (last axis of the input shape) "
-                f"must be known, got input shape {input_shape}."
+                f"{self.name}: the last {self.event_ndims} axes of the input shape (the event) "
+                f"must be known, got input shape {tuple(input_shape)}."
             )
-        self.build_weights(int(event_size))
+        event_shape = tuple(int(d) for d in event_shape)
+        self.build_weights(event_shape[0] if self.event_ndims == 1 else event_shape)
         self._bijector = self.make_bijector()
 
     def build_weights(self, event_size):
-        """Creates the weights for events of `event_size` dimensions."""
+        """Creates the weights for events of `event_size` dimensions (or an image event shape)."""
 
     def make_bijector(self):
         raise NotImplementedError
