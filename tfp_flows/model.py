@@ -10,6 +10,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from tfp_flows import validation
+from tfp_flows.bijectors.actnorm import data_dependent_initialization
 from tfp_flows.layers import FlowLayer
 
 tfb = tfp.bijectors
@@ -136,6 +137,7 @@ class FlowModel(keras.Model):
     def log_prob(self, x, context=None):
         """log p(x) (or log p(x | context)) per example, exact; x has shape [..., *event_shape]."""
         x = validation.check_events(x, self.event_shape, self.dtype)
+        self._check_values(x)
         return self._run("log_prob", self._log_prob, x, *self._conditional_args(x, context))
 
     def prob(self, x, context=None):
@@ -168,6 +170,31 @@ class FlowModel(keras.Model):
         x = validation.check_events(x, self.event_shape, self.dtype)
         args = self._conditional_args(x, context)
         return self._run("inverse", self._transform("inverse"), x, *args)
+
+    def _check_values(self, x, argument="x"):
+        """The data-side step's domain check (e.g. a pixel range), on eager values."""
+        nearest_data = self.flow_layers[-1] if self.flow_layers else None
+        if isinstance(nearest_data, FlowLayer) and (not tf.is_tensor(x) or tf.executing_eagerly()):
+            nearest_data.check_data(x, argument)
+
+    def initialize_from_data(self, x, context=None):
+        """Data-dependent initialisation (ActNorm) from a batch x; `fit` does it by itself.
+
+        Runs one eager pass in the normalizing direction in which every step
+        that initialises from data (`ActNormLayer`) sets its parameters from
+        the values reaching it. Steps already initialised are left alone.
+        """
+        x = validation.check_events(x, self.event_shape, self.dtype)
+        args = self._conditional_args(x, context)
+        with data_dependent_initialization():
+            self._transform("inverse")(tf.identity(x), *args)
+
+    def _needs_initialization(self):
+        return any(
+            float(weight.numpy()) == 0.0
+            for weight in self.non_trainable_weights
+            if weight.path.endswith("/initialized")
+        )
 
     def _context_args(self, context):
         """() for an unconditional flow, (context,) checked for a conditional one."""
@@ -341,6 +368,8 @@ class FlowModel(keras.Model):
         x, y = self._check_data(x, y, "x")
         if validation_data is not None and not isinstance(validation_data, tf.data.Dataset):
             validation_data = self._check_validation_data(validation_data)
+        if self._needs_initialization():
+            self.initialize_from_data(*_first_batch(x, y, kwargs.get("batch_size")))
         return super().fit(x, y, *args, validation_data=validation_data, **kwargs)
 
     def evaluate(self, x=None, y=None, *args, **kwargs):
@@ -354,11 +383,15 @@ class FlowModel(keras.Model):
                     "this flow is not conditional and takes no targets or context; "
                     "pass the data as x only."
                 )
-            return validation.check_training_data(x, self.event_shape, argument), None
+            x = validation.check_training_data(x, self.event_shape, argument)
+            if validation.is_array(x):
+                self._check_values(x, argument)
+            return x, None
         if y is None and self._is_pair(x):
             x, y = x
         x = validation.check_training_data(x, self.event_shape, argument)
         if validation.is_array(x):
+            self._check_values(x, argument)
             if y is None:
                 raise ValueError(
                     f"this flow is conditional on a context of size {self.context_size}: "
@@ -417,6 +450,22 @@ class FlowModel(keras.Model):
         ]
         config["event_shape"] = tuple(config["event_shape"])
         return cls(**config)
+
+
+def _first_batch(x, context, batch_size):
+    """(x, context) of the first batch `fit` will see, for data-dependent initialisation."""
+    if isinstance(x, tf.data.Dataset):
+        x, context, _ = keras.utils.unpack_x_y_sample_weight(next(iter(x)))
+        if isinstance(x, (tuple, list)) and context is None:
+            x, context = x
+        return x, context
+    if not validation.is_array(x):
+        raise ValueError(
+            "this flow initialises ActNorm from data: call model.initialize_from_data(batch) "
+            "before fitting on a generator or PyDataset."
+        )
+    size = batch_size or 32  # Keras' default batch size
+    return x[:size], None if context is None else context[:size]
 
 
 def _check_flow_layers(flow_layers, event_shape, dtype):

@@ -58,6 +58,13 @@ class FlowLayer(keras.layers.Layer):
     def make_bijector(self):
         raise NotImplementedError
 
+    def check_data(self, x, argument="x"):
+        """Raises a ValueError if data values are outside this step's domain.
+
+        `FlowModel` calls it on the layer nearest the data, for in-memory data
+        given to `fit`, `evaluate` and `log_prob`; most steps accept any value.
+        """
+
     @property
     def bijector(self):
         if not self.built:

@@ -1,0 +1,411 @@
+"""Keras layers for image flows: ActNorm, 1×1 convolutions, masked couplings, multi-scale.
+
+Every layer here acts on image events [H, W, C] (`event_ndims = 3`) and owns
+its weights; `MultiScaleLayer` assembles the others into the multi-scale
+architecture of RealNVP and Glow (see `tfp_flows.flows.glow` and
+`tfp_flows.flows.realnvp_image`). `LogitLayer` is the fixed pre-processing
+step between bounded pixel values and the real line.
+"""
+
+import keras
+import numpy as np
+import scipy.linalg
+import tensorflow as tf
+import tensorflow_probability as tfp
+
+from tfp_flows.bijectors.actnorm import ActNorm
+from tfp_flows.bijectors.conv1x1 import InvertibleConv1x1
+from tfp_flows.bijectors.image_coupling import (
+    MaskedImageCoupling,
+    channel_mask,
+    checkerboard_mask,
+)
+from tfp_flows.bijectors.multiscale import MultiScale
+from tfp_flows.bijectors.squeeze import check_squeezable
+from tfp_flows.layers.base import FlowLayer
+
+tfb = tfp.bijectors
+
+
+@keras.saving.register_keras_serializable(package="tfp_flows")
+class ActNormLayer(FlowLayer):
+    """Owns the per-channel log-scale and shift of an `ActNorm`, with data-dependent init.
+
+    Until initialised the step is the identity. `FlowModel.fit` (or
+    `FlowModel.initialize_from_data`) initialises it from the first batch so
+    that, on that batch, its inverse output has zero mean and unit variance
+    per channel; the `initialized` flag is a weight, so a saved and loaded
+    model is not initialised again.
+    """
+
+    event_ndims = 3
+
+    def build_weights(self, event_shape):
+        channels = event_shape[-1]
+        self.log_scale = self.add_weight(shape=(channels,), initializer="zeros", name="log_scale")
+        self.shift = self.add_weight(shape=(channels,), initializer="zeros", name="shift")
+        self.initialized = self.add_weight(
+            shape=(), initializer="zeros", trainable=False, name="initialized"
+        )
+
+    def make_bijector(self):
+        return ActNorm(
+            self.log_scale.value, self.shift.value, initializer=self._initialize, name=self.name
+        )
+
+    def _initialize(self, y, min_scale=1e-3):
+        if float(self.initialized.numpy()) > 0:
+            return
+        axes = list(range(len(y.shape) - 1))
+        mean = tf.reduce_mean(y, axis=axes)
+        std = tf.math.reduce_std(y, axis=axes)
+        self.shift.assign(mean)
+        self.log_scale.assign(tf.math.log(tf.maximum(std, min_scale)))
+        self.initialized.assign(1.0)
+
+
+@keras.saving.register_keras_serializable(package="tfp_flows")
+class InvertibleConv1x1Layer(FlowLayer):
+    """Owns the LU factors of an `InvertibleConv1x1`; starts as a random rotation.
+
+    The initial weight is a random orthogonal matrix (log-det 0), factored
+    once as P·L·U; P and the signs of U's diagonal stay fixed (non-trainable
+    weights, so they are saved with the model), L, U and log|diag U| train.
+    """
+
+    event_ndims = 3
+
+    def build_weights(self, event_shape):
+        channels = event_shape[-1]
+        dtype = self.dtype_policy.variable_dtype
+        rotation = keras.initializers.Orthogonal()((channels, channels), dtype="float64")
+        permutation, lower, upper = scipy.linalg.lu(np.asarray(rotation))
+        diagonal = np.diag(upper)
+
+        def weight(name, value, trainable=True):
+            return self.add_weight(
+                shape=value.shape,
+                initializer=keras.initializers.Constant(value.astype(dtype)),
+                trainable=trainable,
+                name=name,
+            )
+
+        self.permutation = weight("permutation", permutation, trainable=False)
+        self.sign = weight("sign", np.sign(diagonal), trainable=False)
+        self.lower = weight("lower", lower)
+        self.upper = weight("upper", np.triu(upper, 1))
+        self.log_abs_diagonal = weight("log_abs_diagonal", np.log(np.abs(diagonal)))
+
+    def make_bijector(self):
+        return InvertibleConv1x1(
+            self.permutation.value,
+            self.lower.value,
+            self.upper.value,
+            self.log_abs_diagonal.value,
+            self.sign.value,
+            name=self.name,
+        )
+
+
+@keras.saving.register_keras_serializable(package="tfp_flows")
+class ConvShiftAndLogScaleNetwork(keras.layers.Layer):
+    """A small ResNet: images [..., H, W, C_in] → (shift, log_scale), each [..., H, W, C].
+
+    3×3 convolution, `num_blocks` residual blocks (two 3×3 convolutions with
+    a skip), then a 3×3 convolution initialised at zero, so the coupling
+    starts as the identity. With `context_size`, the context vector is
+    broadcast over the pixels and concatenated as extra input channels.
+    """
+
+    def __init__(
+        self, output_channels, hidden_channels=64, num_blocks=1, context_size=None, **kwargs
+    ):
+        super().__init__(**kwargs)
+        self.output_channels = int(output_channels)
+        self.hidden_channels = int(hidden_channels)
+        self.num_blocks = int(num_blocks)
+        self.context_size = context_size
+
+    def _conv(self, channels, name, zero=False):
+        return keras.layers.Conv2D(
+            channels,
+            3,
+            padding="same",
+            kernel_initializer="zeros" if zero else "glorot_uniform",
+            dtype=self.dtype_policy,
+            name=name,
+        )
+
+    def build(self, input_shape):
+        height, width, channels = input_shape[-3:]
+        channels += self.context_size or 0
+        self.input_conv = self._conv(self.hidden_channels, "input")
+        self.input_conv.build((None, height, width, channels))
+        self.blocks = []
+        for i in range(self.num_blocks):
+            pair = [self._conv(self.hidden_channels, f"block_{i}_{j}") for j in range(2)]
+            for conv in pair:
+                conv.build((None, height, width, self.hidden_channels))
+            self.blocks.append(pair)
+        self.output_conv = self._conv(2 * self.output_channels, "shift_and_log_scale", zero=True)
+        self.output_conv.build((None, height, width, self.hidden_channels))
+
+    def call(self, inputs, context=None):
+        batch_shape, event = tf.shape(inputs)[:-3], tf.shape(inputs)[-3:]
+        if (context is None) != (self.context_size is None):
+            raise ValueError(
+                f"{self.name} takes a context of size {self.context_size}, got "
+                f"{'none' if context is None else 'one'}."
+            )
+        if context is not None:
+            context = tf.cast(context, inputs.dtype)
+            batch_shape = tf.broadcast_dynamic_shape(batch_shape, tf.shape(context)[:-1])
+            inputs = tf.broadcast_to(inputs, tf.concat([batch_shape, event], 0))
+            tiled = tf.broadcast_to(
+                context[..., None, None, :],
+                tf.concat([batch_shape, event[:2], [self.context_size]], 0),
+            )
+            inputs = tf.concat([inputs, tiled], axis=-1)
+        # Conv2D wants [N, H, W, C]: fold the leading shape into N, unfold afterwards.
+        flat = tf.reshape(inputs, tf.concat([[-1], tf.shape(inputs)[-3:]], 0))
+        hidden = tf.nn.relu(self.input_conv(flat))
+        for first, second in self.blocks:
+            hidden = tf.nn.relu(hidden + second(tf.nn.relu(first(hidden))))
+        out = self.output_conv(hidden)
+        out = tf.reshape(out, tf.concat([batch_shape, event[:2], [2 * self.output_channels]], 0))
+        shift, log_scale = tf.split(out, 2, axis=-1)
+        return shift, log_scale
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "output_channels": self.output_channels,
+            "hidden_channels": self.hidden_channels,
+            "num_blocks": self.num_blocks,
+            "context_size": self.context_size,
+        }
+
+
+MASKS = ("checkerboard", "channel")
+
+
+@keras.saving.register_keras_serializable(package="tfp_flows")
+class ImageCouplingLayer(FlowLayer):
+    """Owns the ResNet of a `MaskedImageCoupling` with a checkerboard or channel mask.
+
+    Arguments:
+        mask: "checkerboard" or "channel".
+        parity: use the complementary mask (odd squares, second half of the channels).
+        hidden_channels, num_blocks: see `ConvShiftAndLogScaleNetwork`.
+        log_scale_clamp: soft bound on each log-scale.
+        context_size: makes the coupling conditional on a context vector.
+    """
+
+    event_ndims = 3
+    supports_context = True
+
+    def __init__(
+        self,
+        mask="channel",
+        parity=False,
+        hidden_channels=64,
+        num_blocks=1,
+        log_scale_clamp=3.0,
+        context_size=None,
+        **kwargs,
+    ):
+        super().__init__(context_size=context_size, **kwargs)
+        if mask not in MASKS:
+            raise ValueError(f"mask must be one of {MASKS}, got {mask!r}.")
+        self.mask, self.parity = mask, bool(parity)
+        self.hidden_channels, self.num_blocks = int(hidden_channels), int(num_blocks)
+        self.log_scale_clamp = log_scale_clamp
+
+    def build_weights(self, event_shape):
+        make_mask = checkerboard_mask if self.mask == "checkerboard" else channel_mask
+        self.mask_array = make_mask(event_shape, self.parity)
+        self.network = ConvShiftAndLogScaleNetwork(
+            event_shape[-1],
+            self.hidden_channels,
+            self.num_blocks,
+            self.context_size,
+            dtype=self.dtype_policy,
+            name="network",
+        )
+        # The network sees the masked image and the mask: 2C channels.
+        self.network.build((None, *event_shape[:2], 2 * event_shape[-1]))
+
+    def make_bijector(self):
+        return MaskedImageCoupling(
+            self.network, self.mask_array, log_scale_clamp=self.log_scale_clamp, name=self.name
+        )
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "mask": self.mask,
+            "parity": self.parity,
+            "hidden_channels": self.hidden_channels,
+            "num_blocks": self.num_blocks,
+            "log_scale_clamp": self.log_scale_clamp,
+        }
+
+
+STEPS = ("glow", "realnvp")
+
+
+@keras.saving.register_keras_serializable(package="tfp_flows")
+class MultiScaleLayer(FlowLayer):
+    """The multi-scale image flow of RealNVP or Glow as one layer (see `MultiScale`).
+
+    Each of `levels` levels squeezes (space to depth), runs `steps_per_level`
+    steps and factors out half of its channels (the last level keeps all).
+    A "glow" step is, in the normalizing direction, ActNorm → invertible 1×1
+    convolution → affine coupling with a channel mask (alternating halves);
+    a "realnvp" step is one affine coupling, the masks alternating
+    checkerboard (even, odd) and channel (first, second half) in turn.
+
+    Arguments:
+        levels: number of levels; the image's height and width must be
+            divisible by 2^levels.
+        steps_per_level: steps per level.
+        step: "glow" or "realnvp".
+        hidden_channels, num_blocks: the couplings' ResNets.
+        log_scale_clamp: soft bound on the couplings' log-scales.
+        context_size: makes every coupling conditional on a context vector.
+    """
+
+    event_ndims = 3
+    supports_context = True
+
+    def __init__(
+        self,
+        levels=2,
+        steps_per_level=4,
+        step="glow",
+        hidden_channels=64,
+        num_blocks=1,
+        log_scale_clamp=3.0,
+        context_size=None,
+        **kwargs,
+    ):
+        super().__init__(context_size=context_size, **kwargs)
+        if step not in STEPS:
+            raise ValueError(f"step must be one of {STEPS}, got {step!r}.")
+        if int(levels) < 1 or int(steps_per_level) < 1:
+            raise ValueError(
+                f"levels and steps_per_level must be positive, got {levels} and {steps_per_level}."
+            )
+        self.levels, self.steps_per_level, self.step = int(levels), int(steps_per_level), step
+        self.hidden_channels, self.num_blocks = int(hidden_channels), int(num_blocks)
+        self.log_scale_clamp = log_scale_clamp
+
+    def build_weights(self, event_shape):
+        height, width, channels = event_shape
+        shape = (height, width, channels)
+        self.level_shapes, self.steps = [], []
+        for level in range(self.levels):
+            check_squeezable(
+                shape[0],
+                shape[1],
+                f" at every level ({self.levels} levels need height and width divisible by "
+                f"{2**self.levels}; the image is {height}×{width}, level {level + 1} gets "
+                f"{shape[0]}×{shape[1]})",
+            )
+            shape = (shape[0] // 2, shape[1] // 2, shape[2] * 4)
+            self.level_shapes.append(shape)
+            for index in range(self.steps_per_level):
+                for layer in self._step_layers(level, index):
+                    layer.build((None, *shape))
+                    self.steps.append(layer)
+            shape = (shape[0], shape[1], shape[2] // 2)  # half the channels go on
+
+    def _step_layers(self, level, index):
+        """One step's layers in the normalizing (data → base) order."""
+        common = dict(
+            hidden_channels=self.hidden_channels,
+            num_blocks=self.num_blocks,
+            log_scale_clamp=self.log_scale_clamp,
+            context_size=self.context_size,
+            dtype=self.dtype_policy,
+        )
+        prefix = f"level_{level}_step_{index}"
+        if self.step == "realnvp":
+            mask = "checkerboard" if index % 4 < 2 else "channel"
+            return [ImageCouplingLayer(mask, index % 2 == 1, name=f"{prefix}_coupling", **common)]
+        return [
+            ActNormLayer(dtype=self.dtype_policy, name=f"{prefix}_act_norm"),
+            InvertibleConv1x1Layer(dtype=self.dtype_policy, name=f"{prefix}_conv_1x1"),
+            ImageCouplingLayer("channel", index % 2 == 1, name=f"{prefix}_coupling", **common),
+        ]
+
+    def make_bijector(self):
+        per_level = len(self.steps) // self.levels
+        levels = [
+            [layer.bijector for layer in self.steps[i * per_level : (i + 1) * per_level]]
+            for i in range(self.levels)
+        ]
+        # `steps` are in the normalizing order; MultiScale takes the forward (sampling) order.
+        return MultiScale([steps[::-1] for steps in levels], name=self.name)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "levels": self.levels,
+            "steps_per_level": self.steps_per_level,
+            "step": self.step,
+            "hidden_channels": self.hidden_channels,
+            "num_blocks": self.num_blocks,
+            "log_scale_clamp": self.log_scale_clamp,
+        }
+
+
+@keras.saving.register_keras_serializable(package="tfp_flows")
+class LogitLayer(FlowLayer):
+    """Fixed pre-processing between pixel values in [0, K) and the real line (the data side).
+
+    Forward (towards the data): x = K·(σ(y) − α)/(1 − 2α); inverse:
+    y = logit(α + (1 − 2α)·x/K), which keeps the logit away from ±∞ at the
+    range's ends. The log-det is exact, so `log_prob` is the density of x in
+    pixel units: for dequantised integer pixels n and x = n + u, u ~ U[0, 1)^D,
+    −log₂ P(n) ≤ E_u[−log₂ p(n + u)], and `bits_per_dim` = −log₂ p(x) / D
+    bounds the discrete data's bits/dim directly. (A model of x/K instead would
+    need + log₂ K per dimension; here that term is already inside p.) A uniform
+    density over the range scores log₂(K/(1 − 2α)) per dimension.
+
+    Arguments:
+        value_range: K, e.g. 256 for dequantised 8-bit pixels, 17 for sklearn's digits.
+        alpha: α in [0, 0.5).
+    """
+
+    def __init__(self, value_range=256.0, alpha=0.05, **kwargs):
+        super().__init__(**kwargs)
+        self.value_range, self.alpha = float(value_range), float(alpha)
+        if self.value_range <= 0 or not 0.0 <= self.alpha < 0.5:
+            raise ValueError(
+                f"need value_range > 0 and 0 <= alpha < 0.5, got {value_range} and {alpha}."
+            )
+
+    def make_bijector(self):
+        dtype = self.dtype_policy.variable_dtype
+        scale = np.asarray(self.value_range / (1.0 - 2.0 * self.alpha), dtype)
+        return tfb.Chain(
+            [tfb.Scale(scale), tfb.Shift(np.asarray(-self.alpha, dtype)), tfb.Sigmoid()],
+            name=self.name,
+        )
+
+    def check_data(self, x, argument="x"):
+        """Raises a ValueError naming the first value outside [0, value_range)."""
+        values = np.asarray(x)
+        outside = (values < 0) | (values >= self.value_range)
+        if outside.any():
+            index = np.unravel_index(np.flatnonzero(outside)[0], values.shape)
+            raise ValueError(
+                f"{argument} has {int(outside.sum())} values outside the declared range "
+                f"[0, {self.value_range:g}); the first is {values[index]:g} at index "
+                f"{tuple(int(i) for i in index)} (pixels must be dequantised counts n + u "
+                f"with 0 <= n < {self.value_range:g})."
+            )
+
+    def get_config(self):
+        return {**super().get_config(), "value_range": self.value_range, "alpha": self.alpha}
