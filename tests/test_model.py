@@ -43,7 +43,7 @@ def test_fit_moves_every_weight(family, moons):
 def test_density_integrates_to_one(family):
     # Random weights far from the identity; a wrong log-det sign or term shows here.
     keras.utils.set_random_seed(1)
-    options = {"hidden_units": (8,)} if family == "realnvp" else {}
+    options = {"hidden_units": (8,)} if family in ("realnvp", "nsf", "maf") else {}
     model = flows.FLOWS[family](2, num_layers=3, **options)
     rng = np.random.default_rng(0)
     for weight in model.trainable_weights:

@@ -24,6 +24,10 @@ def _default_layers(family):
     return inspect.signature(flows.FLOWS[family]).parameters["num_layers"].default
 
 
+def _takes_hidden_units(family):
+    return "hidden_units" in inspect.signature(flows.FLOWS[family]).parameters
+
+
 def _positive(text):
     value = int(text)
     if value < 1:
@@ -70,7 +74,9 @@ def build_parser():
         type=int,
         nargs="+",
         default=[64, 64],
-        help="widths of each coupling network's hidden layers (realnvp)",
+        help="widths of the hidden layers of each step's network ("
+        + ", ".join(f for f in sorted(flows.FLOWS) if _takes_hidden_units(f))
+        + ")",
     )
     train.add_argument("--epochs", type=_positive, default=100, help="passes over the training set")
     train.add_argument("--batch-size", type=_positive, default=512, help="examples per step")
@@ -166,7 +172,7 @@ def train(args):
     out = args.out or os.path.join("runs", data.name)
     keras.utils.set_random_seed(args.seed)
     options = {"num_layers": args.num_layers} if args.num_layers else {}
-    if args.flow == "realnvp":
+    if _takes_hidden_units(args.flow):
         options["hidden_units"] = args.hidden_units
     model = flows.FLOWS[args.flow](
         data.event_size, standardize=data.train if args.standardize else None, **options

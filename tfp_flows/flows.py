@@ -3,7 +3,15 @@
 import numpy as np
 
 from tfp_flows.bijectors import half_mask
-from tfp_flows.layers import AffineCouplingLayer, PlanarLayer, RadialLayer, ScaleAndShiftLayer
+from tfp_flows.layers import (
+    AffineCouplingLayer,
+    MaskedAutoregressiveLayer,
+    PermuteLayer,
+    PlanarLayer,
+    RadialLayer,
+    ScaleAndShiftLayer,
+    SplineCouplingLayer,
+)
 from tfp_flows.model import FlowModel
 
 
@@ -33,7 +41,7 @@ def realnvp(
     """
     _check_dim(dim, minimum=2, family="realnvp")
     dtype = model_kwargs.get("dtype")
-    hidden_units = (hidden_units,) if np.isscalar(hidden_units) else tuple(hidden_units)
+    hidden_units = _hidden_units(hidden_units)
     steps = [
         AffineCouplingLayer(
             half_mask(dim, flip=i % 2 == 1),
@@ -46,6 +54,94 @@ def realnvp(
         )
         for i in range(num_layers)
     ]
+    return _model(steps, dim, standardize, model_kwargs)
+
+
+def nsf(
+    dim,
+    num_layers=8,
+    num_bins=8,
+    bound=3.0,
+    hidden_units=(64, 64),
+    standardize=None,
+    context_size=None,
+    **model_kwargs,
+):
+    """Neural spline flow: `num_layers` rational-quadratic spline couplings, alternating halves.
+
+    Durkan et al. 2019 (coupling form). Each coupling bends half of the event
+    with monotone splines of `num_bins` bins on [-bound, bound] (the identity
+    outside), conditioned on the other half; sampling and density are both one
+    pass per coupling.
+
+    Arguments:
+        dim: event size.
+        num_layers: number of couplings.
+        num_bins, bound: see `SplineCouplingLayer`.
+        hidden_units: widths of each coupling's MLP (an int means one layer).
+        standardize: optional training data [N, dim]; a fixed last step then
+            standardises it, so that [-bound, bound] covers the data (see `realnvp`).
+        context_size: makes every coupling conditional on a context vector of
+            this size: a flow for p(x | context) (see `FlowModel`).
+        **model_kwargs: `base_distribution`, `dtype`, `name`, ... for `FlowModel`.
+    """
+    _check_dim(dim, minimum=2, family="nsf")
+    dtype = model_kwargs.get("dtype")
+    steps = [
+        SplineCouplingLayer(
+            half_mask(dim, flip=i % 2 == 1),
+            num_bins,
+            bound,
+            _hidden_units(hidden_units),
+            context_size=context_size,
+            dtype=dtype,
+            name=f"spline_coupling_{i}",
+        )
+        for i in range(num_layers)
+    ]
+    return _model(steps, dim, standardize, model_kwargs)
+
+
+def maf(
+    dim,
+    num_layers=5,
+    hidden_units=(64, 64),
+    standardize=None,
+    context_size=None,
+    inverse=False,
+    **model_kwargs,
+):
+    """Masked autoregressive flow: `num_layers` MADE steps, the event reversed between them.
+
+    Papamakarios et al. 2017. Density (`log_prob`, training) takes one pass
+    per step and sampling `dim` passes; with `inverse=True` the steps are IAF
+    steps (Kingma et al. 2016): one-pass sampling, `dim`-pass density.
+
+    Arguments:
+        dim: event size.
+        num_layers: number of autoregressive steps.
+        hidden_units: widths of each MADE (an int means one layer).
+        standardize: optional training data [N, dim] (see `realnvp`).
+        context_size: makes every step conditional on a context vector of
+            this size: a flow for p(x | context) (see `FlowModel`).
+        inverse: False for MAF, True for IAF.
+        **model_kwargs: `base_distribution`, `dtype`, `name`, ... for `FlowModel`.
+    """
+    _check_dim(dim, minimum=2, family="maf")
+    dtype = model_kwargs.get("dtype")
+    steps = []
+    for i in range(num_layers):
+        if i:
+            steps.append(PermuteLayer.reverse(dim, dtype=dtype, name=f"reverse_{i}"))
+        steps.append(
+            MaskedAutoregressiveLayer(
+                _hidden_units(hidden_units),
+                inverse=inverse,
+                context_size=context_size,
+                dtype=dtype,
+                name=f"{'iaf' if inverse else 'maf'}_{i}",
+            )
+        )
     return _model(steps, dim, standardize, model_kwargs)
 
 
@@ -65,7 +161,11 @@ def radial(dim, num_layers=16, standardize=None, **model_kwargs):
     return _model(steps, dim, standardize, model_kwargs)
 
 
-FLOWS = {"realnvp": realnvp, "planar": planar, "radial": radial}
+FLOWS = {"realnvp": realnvp, "nsf": nsf, "maf": maf, "planar": planar, "radial": radial}
+
+
+def _hidden_units(hidden_units):
+    return (hidden_units,) if np.isscalar(hidden_units) else tuple(hidden_units)
 
 
 def _model(steps, dim, standardize, model_kwargs):

@@ -24,10 +24,12 @@ from tfp_flows.bijectors import half_mask, parity_mask
 from tfp_flows.layers import (
     AffineCouplingLayer,
     FlowLayer,
+    MaskedAutoregressiveLayer,
     PermuteLayer,
     PlanarLayer,
     RadialLayer,
     ScaleAndShiftLayer,
+    SplineCouplingLayer,
 )
 
 tfb = tfp.bijectors
@@ -57,6 +59,37 @@ REGISTRY = {
     "affine_coupling_conditional": Entry(
         lambda size, dtype: AffineCouplingLayer(
             half_mask(size, flip=True), (16,), context_size=CONTEXT_SIZE, dtype=dtype
+        ),
+        min_event_size=2,
+    ),
+    # One step of each flow family in tfp_flows.flows is registered under the family's
+    # name (a spline coupling for nsf): tests over flows.FLOWS look them up by it.
+    "nsf": Entry(
+        lambda size, dtype: SplineCouplingLayer(
+            half_mask(size), num_bins=5, hidden_units=(16, 16), dtype=dtype
+        ),
+        min_event_size=2,
+    ),
+    "nsf_conditional": Entry(
+        lambda size, dtype: SplineCouplingLayer(
+            parity_mask(size),
+            num_bins=4,
+            hidden_units=(16,),
+            context_size=CONTEXT_SIZE,
+            dtype=dtype,
+        ),
+        min_event_size=2,
+    ),
+    "maf": Entry(
+        lambda size, dtype: MaskedAutoregressiveLayer((16, 16), dtype=dtype), min_event_size=2
+    ),
+    "iaf": Entry(
+        lambda size, dtype: MaskedAutoregressiveLayer((16,), inverse=True, dtype=dtype),
+        min_event_size=2,
+    ),
+    "maf_conditional": Entry(
+        lambda size, dtype: MaskedAutoregressiveLayer(
+            (16,), activation="tanh", context_size=CONTEXT_SIZE, dtype=dtype
         ),
         min_event_size=2,
     ),

@@ -1,4 +1,8 @@
-"""Affine coupling (RealNVP, Dinh et al. 2017)."""
+"""Affine coupling (RealNVP, Dinh et al. 2017), the masks and the `Coupling` base class.
+
+`Coupling` holds a mask and splits events by it; `AffineCoupling` here and
+`SplineCoupling` (spline_coupling.py) differ only in the elementwise map of x_b.
+"""
 
 import numpy as np
 import tensorflow as tf
@@ -25,7 +29,78 @@ def parity_mask(event_size, odd=False):
     return ~mask if odd else mask
 
 
-class AffineCoupling(FlowBijector):
+class Coupling(FlowBijector):
+    """Base class of the couplings over a boolean mask of a vector event.
+
+    Positions where `mask` is True (x_a) pass through unchanged and condition
+    an elementwise bijection of the rest (x_b). This class holds the mask and
+    splits an event into (x_a, x_b) and merges it back; a subclass implements
+    `_forward_and_log_det` and `_inverse_and_log_det` from `_split` and
+    `_merge_parts`.
+
+    Arguments:
+        mask: boolean array of shape [D]; True marks the conditioning part.
+            See `half_mask` and `parity_mask`. Both parts must be non-empty.
+        parameters, validate_args, name: as for any `tfb.Bijector`; a
+            subclass opens its name scope and passes `dict(locals())`.
+    """
+
+    def __init__(self, mask, parameters, validate_args=False, name="coupling"):
+        mask = np.asarray(mask)
+        if mask.ndim != 1 or mask.dtype != bool:
+            raise ValueError(
+                f"mask must be a 1-D boolean array over the event, got dtype "
+                f"{mask.dtype} and shape {mask.shape}."
+            )
+        if mask.all() or not mask.any():
+            raise ValueError(
+                "mask must mark at least one conditioning (True) and one "
+                f"transformed (False) position, got {mask.tolist()}."
+            )
+        self._mask = mask
+        self._conditioning = np.flatnonzero(mask)
+        self._transformed = np.flatnonzero(~mask)
+        self._merge = np.argsort(np.concatenate([self._conditioning, self._transformed]))
+        # Two contiguous blocks (a half split) need no gathers, whose
+        # gradients cost many small ops in this overhead-bound regime.
+        self._conditioning_first = bool(mask[0])
+        self._contiguous = np.count_nonzero(np.diff(mask.astype(int))) == 1
+        super().__init__(
+            forward_min_event_ndims=1,
+            validate_args=validate_args,
+            parameters=parameters,
+            name=name,
+        )
+
+    @classmethod
+    def _parameter_properties(cls, dtype):
+        return dict()
+
+    @property
+    def mask(self):
+        return self._mask
+
+    def _split(self, x):
+        """(x_a, x_b): the conditioning and the transformed parts."""
+        if not self._contiguous:
+            return (
+                tf.gather(x, self._conditioning, axis=-1),
+                tf.gather(x, self._transformed, axis=-1),
+            )
+        sizes = [len(self._conditioning), len(self._transformed)]
+        if self._conditioning_first:
+            return tuple(tf.split(x, sizes, axis=-1))
+        x_b, x_a = tf.split(x, sizes[::-1], axis=-1)
+        return x_a, x_b
+
+    def _merge_parts(self, x_a, x_b):
+        if not self._contiguous:
+            return tf.gather(tf.concat([x_a, x_b], axis=-1), self._merge, axis=-1)
+        parts = [x_a, x_b] if self._conditioning_first else [x_b, x_a]
+        return tf.concat(parts, axis=-1)
+
+
+class AffineCoupling(Coupling):
     """RealNVP affine coupling over a boolean mask of a vector event.
 
     Positions where `mask` is True (x_a) pass through unchanged and condition
@@ -67,65 +142,14 @@ class AffineCoupling(FlowBijector):
         name="affine_coupling",
     ):
         parameters = dict(locals())
-        mask = np.asarray(mask)
-        if mask.ndim != 1 or mask.dtype != bool:
-            raise ValueError(
-                f"mask must be a 1-D boolean array over the event, got dtype "
-                f"{mask.dtype} and shape {mask.shape}."
-            )
-        if mask.all() or not mask.any():
-            raise ValueError(
-                "mask must mark at least one conditioning (True) and one "
-                f"transformed (False) position, got {mask.tolist()}."
-            )
         with tf.name_scope(name) as name:
             self._shift_and_log_scale_fn = shift_and_log_scale_fn
-            self._mask = mask
             self._log_scale_clamp = log_scale_clamp
-            self._conditioning = np.flatnonzero(mask)
-            self._transformed = np.flatnonzero(~mask)
-            self._merge = np.argsort(np.concatenate([self._conditioning, self._transformed]))
-            # Two contiguous blocks (a half split) need no gathers, whose
-            # gradients cost many small ops in this overhead-bound regime.
-            self._conditioning_first = bool(mask[0])
-            self._contiguous = np.count_nonzero(np.diff(mask.astype(int))) == 1
-            super().__init__(
-                forward_min_event_ndims=1,
-                validate_args=validate_args,
-                parameters=parameters,
-                name=name,
-            )
-
-    @classmethod
-    def _parameter_properties(cls, dtype):
-        return dict()
-
-    @property
-    def mask(self):
-        return self._mask
+            super().__init__(mask, parameters, validate_args=validate_args, name=name)
 
     @property
     def shift_and_log_scale_fn(self):
         return self._shift_and_log_scale_fn
-
-    def _split(self, x):
-        """(x_a, x_b): the conditioning and the transformed parts."""
-        if not self._contiguous:
-            return (
-                tf.gather(x, self._conditioning, axis=-1),
-                tf.gather(x, self._transformed, axis=-1),
-            )
-        sizes = [len(self._conditioning), len(self._transformed)]
-        if self._conditioning_first:
-            return tuple(tf.split(x, sizes, axis=-1))
-        x_b, x_a = tf.split(x, sizes[::-1], axis=-1)
-        return x_a, x_b
-
-    def _merge_parts(self, x_a, x_b):
-        if not self._contiguous:
-            return tf.gather(tf.concat([x_a, x_b], axis=-1), self._merge, axis=-1)
-        parts = [x_a, x_b] if self._conditioning_first else [x_b, x_a]
-        return tf.concat(parts, axis=-1)
 
     def _shift_and_log_scale(self, x_a, **kwargs):
         shift, log_scale = self._shift_and_log_scale_fn(x_a, **kwargs)

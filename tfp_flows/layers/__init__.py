@@ -1,17 +1,31 @@
 """Keras 3 layers that own flow weights and hand out `tfp_flows` bijectors."""
 
 from tfp_flows.layers.base import FlowLayer
-from tfp_flows.layers.coupling import AffineCouplingLayer, ShiftAndLogScaleNetwork
+from tfp_flows.layers.coupling import (
+    MLP,
+    AffineCouplingLayer,
+    Conditioner,
+    CouplingLayer,
+    ShiftAndLogScaleNetwork,
+)
 from tfp_flows.layers.fixed import PermuteLayer, ScaleAndShiftLayer
+from tfp_flows.layers.made import MADE, MaskedAutoregressiveLayer
 from tfp_flows.layers.planar import PlanarLayer
 from tfp_flows.layers.radial import RadialLayer
+from tfp_flows.layers.spline import SplineCouplingLayer
 
 __all__ = [
+    "MADE",
+    "MLP",
     "AffineCouplingLayer",
+    "Conditioner",
+    "CouplingLayer",
     "FlowLayer",
+    "MaskedAutoregressiveLayer",
     "PermuteLayer",
     "PlanarLayer",
     "RadialLayer",
     "ScaleAndShiftLayer",
     "ShiftAndLogScaleNetwork",
+    "SplineCouplingLayer",
 ]
