@@ -62,7 +62,7 @@ def signature_functions(model):
         return {"bits_per_dim": -model._log_prob(x, context) / dims}
 
     def sample(n, seed, context=None):
-        return {"samples": model._sample(n, seed, context)}
+        return {"samples": model._sample(n, seed, context=context)}
 
     def forward(z, context=None):
         x, log_det = transform("forward", z, context)

@@ -147,18 +147,23 @@ class FlowModel(keras.Model):
         """−log₂ p(x) / D per example."""
         return -self.log_prob(x, context) / (self.event_size * math.log(2.0))
 
-    def sample(self, n, seed=None, context=None):
+    def sample(self, n, seed=None, context=None, temperature=None):
         """Draws `n` samples; the same `seed` (int or stateless int32[2]) gives the same ones.
 
         A conditional flow draws n per context: shape [n, *batch, *event_shape]
-        for a context of shape [*batch, C].
+        for a context of shape [*batch, C]. `temperature` T scales the base
+        samples before mapping them (Glow's "temperature": T < 1 trades
+        diversity for typical-looking samples); None samples the model itself.
         """
         n = validation.check_sample_count(n)
-        context_args = self._context_args(context)
-        if seed is None:
-            return self._run("sample", self._sample, n, None, *context_args)
-        return self._run("sample_seeded", self._sample, n, _stateless_seed(seed), *context_args)
-
+        name = "sample" if seed is None else "sample_seeded"
+        seed = _stateless_seed(seed) if seed is not None else None
+        if temperature is not None:
+            if not temperature > 0:
+                raise ValueError(f"temperature must be positive, got {temperature!r}.")
+            temperature = tf.constant(temperature, self.dtype)
+            name += "_tempered"
+        return self._run(name, self._sample, n, seed, temperature, *self._context_args(context))
     def forward(self, z, context=None):
         """Maps base-space points to data space (the sampling direction)."""
         z = validation.check_events(z, self.event_shape, self.dtype, argument="z")
@@ -229,13 +234,16 @@ class FlowModel(keras.Model):
         x, kwargs = self._conditioned(x, context)
         return self._distribution.log_prob(x, bijector_kwargs=kwargs)
 
-    def _sample(self, n, seed, context=None):
-        if context is None:
+    def _sample(self, n, seed, temperature=None, context=None):
+        if context is None and temperature is None:
             return self._distribution.sample(n, seed=seed)
         # TFP samples the base with the distribution's batch shape, which knows
         # nothing of the context's: draw [n, *batch] base points and map them.
-        shape = tf.concat([[n], tf.shape(context)[:-1]], axis=0)
-        z, kwargs = self._conditioned(self.base_distribution.sample(shape, seed=seed), context)
+        shape = [n] if context is None else tf.concat([[n], tf.shape(context)[:-1]], axis=0)
+        z = self.base_distribution.sample(shape, seed=seed)
+        if temperature is not None:
+            z = z * temperature
+        z, kwargs = self._conditioned(z, context)
         return self.bijector.forward(z, **kwargs)
 
     def _transform(self, direction):
