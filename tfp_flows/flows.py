@@ -12,6 +12,7 @@ from tfp_flows.layers import (
     ScaleAndShiftLayer,
     SplineCouplingLayer,
 )
+from tfp_flows.layers.image import LogitLayer, MultiScaleLayer
 from tfp_flows.model import FlowModel
 
 
@@ -159,6 +160,57 @@ def radial(dim, num_layers=16, standardize=None, **model_kwargs):
     dtype = model_kwargs.get("dtype")
     steps = [RadialLayer(dtype=dtype, name=f"radial_{i}") for i in range(num_layers)]
     return _model(steps, dim, standardize, model_kwargs)
+
+
+def glow(
+    image_shape,
+    levels=2,
+    steps_per_level=4,
+    hidden_channels=64,
+    num_blocks=1,
+    value_range=256.0,
+    logit_alpha=0.05,
+    context_size=None,
+    **model_kwargs,
+):
+    """Glow: a multi-scale flow of ActNorm → 1×1 conv → channel coupling steps, over images.
+
+    Arguments:
+        image_shape: (height, width, channels); height and width divisible by 2^levels.
+        levels, steps_per_level, hidden_channels, num_blocks: see `MultiScaleLayer`.
+        value_range: K of the data, pixel values in [0, K) (256 for dequantised
+            8-bit pixels), for the logit step nearest the data (`LogitLayer`);
+            None leaves it out (data already on the real line).
+        logit_alpha: α of the logit step.
+        context_size: makes every coupling conditional on a context vector.
+    """
+    return _image_model("glow", **locals())
+
+
+def realnvp_image(
+    image_shape,
+    levels=2,
+    steps_per_level=4,
+    hidden_channels=64,
+    num_blocks=1,
+    value_range=256.0,
+    logit_alpha=0.05,
+    context_size=None,
+    **model_kwargs,
+):
+    """Multi-scale RealNVP over images: couplings with checkerboard, then channel masks.
+
+    Arguments as for `glow`.
+    """
+    return _image_model("realnvp", **locals())
+
+
+def _image_model(step, image_shape, value_range, logit_alpha, model_kwargs, **options):
+    dtype = model_kwargs.get("dtype")
+    steps = [MultiScaleLayer(step=step, dtype=dtype, name=f"{step}_multi_scale", **options)]
+    if value_range is not None:
+        steps.append(LogitLayer(value_range, logit_alpha, dtype=dtype, name="logit"))
+    return FlowModel(steps, event_shape=tuple(image_shape), **model_kwargs)
 
 
 FLOWS = {"realnvp": realnvp, "nsf": nsf, "maf": maf, "planar": planar, "radial": radial}
