@@ -164,6 +164,7 @@ class FlowModel(keras.Model):
             temperature = tf.constant(temperature, self.dtype)
             name += "_tempered"
         return self._run(name, self._sample, n, seed, temperature, *self._context_args(context))
+
     def forward(self, z, context=None):
         """Maps base-space points to data space (the sampling direction)."""
         z = validation.check_events(z, self.event_shape, self.dtype, argument="z")

@@ -53,10 +53,6 @@ class ActNorm(FlowBijector):
                 name=name,
             )
 
-    @classmethod
-    def _parameter_properties(cls, dtype):
-        return dict()
-
     def _log_det(self, x):
         pixels = tf.cast(tf.shape(x)[-3] * tf.shape(x)[-2], x.dtype)
         log_det = pixels * tf.reduce_sum(tf.convert_to_tensor(self._log_scale, x.dtype))

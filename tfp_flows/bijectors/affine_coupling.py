@@ -72,10 +72,6 @@ class Coupling(FlowBijector):
             name=name,
         )
 
-    @classmethod
-    def _parameter_properties(cls, dtype):
-        return dict()
-
     @property
     def mask(self):
         return self._mask

@@ -64,10 +64,6 @@ class MaskedAutoregressive(FlowBijector):
                 name=name,
             )
 
-    @classmethod
-    def _parameter_properties(cls, dtype):
-        return dict()
-
     @property
     def shift_and_log_scale_fn(self):
         return self._shift_and_log_scale_fn

@@ -34,6 +34,12 @@ class FlowBijector(tfb.Bijector):
         forward_name="_augmented_forward", inverse_name="_augmented_inverse"
     )
 
+    @classmethod
+    def _parameter_properties(cls, dtype):
+        # No tensor parameters for TFP to batch: networks and layer-owned weights are
+        # referenced, not parameters. Subclasses with real parameters (Planar) override.
+        return dict()
+
     def _forward_and_log_det(self, x, **kwargs):
         raise NotImplementedError(
             f"{type(self).__name__} does not implement the forward direction."

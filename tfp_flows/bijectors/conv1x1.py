@@ -42,10 +42,6 @@ class InvertibleConv1x1(FlowBijector):
                 name=name,
             )
 
-    @classmethod
-    def _parameter_properties(cls, dtype):
-        return dict()
-
     def _factors(self, dtype):
         lower = tf.convert_to_tensor(self._lower, dtype)
         size = tf.shape(lower)[0]

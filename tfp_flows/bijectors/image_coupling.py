@@ -66,10 +66,6 @@ class MaskedImageCoupling(FlowBijector):
                 name=name,
             )
 
-    @classmethod
-    def _parameter_properties(cls, dtype):
-        return dict()
-
     def _shift_and_log_scale(self, x, **kwargs):
         """(mask, shift, log_scale): shift and log_scale vanish on the conditioning part."""
         mask = tf.constant(self._mask, x.dtype)

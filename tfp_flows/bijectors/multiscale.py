@@ -41,10 +41,6 @@ class MultiScale(FlowBijector):
                 name=name,
             )
 
-    @classmethod
-    def _parameter_properties(cls, dtype):
-        return dict()
-
     @property
     def levels(self):
         return self._levels

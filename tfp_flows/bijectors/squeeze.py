@@ -30,10 +30,6 @@ class Squeeze(FlowBijector):
                 name=name,
             )
 
-    @classmethod
-    def _parameter_properties(cls, dtype):
-        return dict()
-
     @staticmethod
     def _apply(fn, x):
         # TF's ops want [N, H, W, C]: fold any leading shape into N.
