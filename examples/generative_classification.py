@@ -23,7 +23,7 @@ from sklearn.metrics import confusion_matrix
 from tfp_flows import datasets, flows, plotting
 from tfp_flows.evaluation import bayes_posterior, class_log_likelihoods, expected_calibration_error
 from tfp_flows.reports import report
-from tfp_flows.training import cosine_adam
+from tfp_flows.training import fit_dequantized
 
 NUM_CLASSES = 10
 
@@ -38,14 +38,17 @@ def train_flow(data, epochs, seed, verbose, batch_size=128, learning_rate=1e-3):
         standardize=data.train,
         context_size=NUM_CLASSES,
     )
-    model.compile(
-        cosine_adam(learning_rate, epochs, len(data.train), batch_size), steps_per_execution=10
-    )
     one_hot = keras.utils.to_categorical(data.train_labels, NUM_CLASSES).astype(np.float32)
-    pipeline = datasets.dequantizing_pipeline(
-        data.train_counts, one_hot, batch_size=batch_size, seed=seed
+    fit_dequantized(
+        model,
+        data.train_counts,
+        one_hot,
+        epochs=epochs,
+        batch_size=batch_size,
+        learning_rate=learning_rate,
+        seed=seed,
+        verbose=verbose,
     )
-    model.fit(pipeline, epochs=epochs, shuffle=False, verbose=verbose)  # the pipeline shuffles
     return model
 
 

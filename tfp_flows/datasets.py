@@ -31,10 +31,17 @@ class Dataset:
     train_counts: np.ndarray = None  # the integer data, for quantised datasets
     test_counts: np.ndarray = None
     image_shape: tuple = None  # (height, width, channels) of image data, stored flat
+    value_range: float = None  # K of quantised data: counts in 0..K-1, dequantised in [0, K)
 
     @property
     def event_size(self):
         return self.train.shape[1]
+
+    def images(self, rows):
+        """`rows` of this dataset's flat images (any of its arrays), shaped [N, H, W, C]."""
+        if self.image_shape is None:
+            raise ValueError(f"{self.name} is not an image dataset.")
+        return np.reshape(rows, (-1, *self.image_shape))
 
 
 def moons(n, rng, noise=0.05):
@@ -142,6 +149,7 @@ def digits(rng, dtype=np.float32, num_train=1500):
         images[:num_train].astype(np.int32),
         images[num_train:].astype(np.int32),
         (8, 8, 1),
+        17.0,
     )
 
 
@@ -225,6 +233,7 @@ def mnist(train_source="keras", test_source=None, seed=0, dtype=np.float32):
         train.astype(np.int32),
         test.astype(np.int32),
         (28, 28, 1),
+        256.0,
     )
 
 

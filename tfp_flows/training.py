@@ -4,6 +4,8 @@ import math
 
 import keras
 
+from tfp_flows import datasets
+
 
 def cosine_adam(learning_rate, epochs, num_examples, batch_size, clipnorm=None):
     """Adam whose learning rate decays from `learning_rate` to 0 along a cosine over training.
@@ -15,4 +17,35 @@ def cosine_adam(learning_rate, epochs, num_examples, batch_size, clipnorm=None):
     steps = max(1, int(epochs) * math.ceil(int(num_examples) / int(batch_size)))
     return keras.optimizers.Adam(
         keras.optimizers.schedules.CosineDecay(learning_rate, steps), clipnorm=clipnorm
+    )
+
+
+def fit_dequantized(
+    model,
+    counts,
+    *extras,
+    epochs,
+    batch_size=128,
+    learning_rate=1e-3,
+    clipnorm=None,
+    seed=0,
+    verbose="auto",
+    callbacks=None,
+):
+    """Compiles `model` with `cosine_adam` and fits it to integer data, dequantised afresh.
+
+    Each epoch sees counts + u with new uniform noise u
+    (`datasets.dequantizing_pipeline`); `extras` (e.g. one-hot contexts)
+    travel with the counts. Returns the `History`.
+    """
+    model.compile(
+        cosine_adam(learning_rate, epochs, len(counts), batch_size, clipnorm),
+        steps_per_execution=10,
+    )
+    pipeline = datasets.dequantizing_pipeline(
+        counts, *extras, batch_size=batch_size, seed=seed, dtype=model.dtype
+    )
+    # The pipeline shuffles; Keras cannot shuffle a dataset.
+    return model.fit(
+        pipeline, epochs=epochs, shuffle=False, verbose=verbose, callbacks=callbacks
     )
