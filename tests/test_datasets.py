@@ -73,25 +73,8 @@ def test_dequantizing_pipeline_draws_fresh_noise_each_epoch():
         datasets.dequantizing_pipeline(data.train)
 
 
-def _write_idx(path, array):
-    import gzip
-    import struct
-
-    header = b"\0\0\x08" + bytes([array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
-    with gzip.open(path, "wb") as f:
-        f.write(header + array.astype(np.uint8).tobytes())
-
-
-def test_mnist_from_idx_files(tmp_path):
-    rng = np.random.default_rng(0)
-    files = {}
-    for split, (images_name, labels_name), n in (
-        ("train", datasets.MNIST_FILES["train"], 12),
-        ("test", datasets.MNIST_FILES["test"], 5),
-    ):
-        files[split] = rng.integers(0, 256, (n, 28, 28)), rng.integers(0, 10, n)
-        _write_idx(tmp_path / f"{images_name}.gz", files[split][0])
-        _write_idx(tmp_path / f"{labels_name}.gz", files[split][1])
+def test_mnist_from_idx_files(tmp_path, write_mnist_idx):
+    files = write_mnist_idx(tmp_path, num_train=12, num_test=5)
     data = datasets.mnist(str(tmp_path), seed=1)
     assert data.image_shape == (28, 28, 1) and data.train.shape == (12, 784)
     np.testing.assert_array_equal(data.train_counts, files["train"][0].reshape(12, -1))
