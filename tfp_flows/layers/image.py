@@ -168,13 +168,25 @@ class ConvShiftAndLogScaleNetwork(keras.layers.Layer):
             inputs = tf.concat([inputs, tiled], axis=-1)
         # Conv2D wants [N, H, W, C]: fold the leading shape into N, unfold afterwards.
         flat = tf.reshape(inputs, tf.concat([[-1], tf.shape(inputs)[-3:]], 0))
-        hidden = tf.nn.relu(self.input_conv(flat))
-        for first, second in self.blocks:
-            hidden = tf.nn.relu(hidden + second(tf.nn.relu(first(hidden))))
-        out = self.output_conv(hidden)
+        # An empty batch (a replica's share of a short last batch under tf.distribute)
+        # skips the convolutions: their gradient kernels fail on it there ("Missing
+        # 1-th output from Conv2DBackpropFilter").
+        out = tf.cond(
+            tf.size(flat) > 0,
+            lambda: self._resnet(flat),
+            lambda: tf.zeros(
+                tf.concat([tf.shape(flat)[:-1], [2 * self.output_channels]], 0), flat.dtype
+            ),
+        )
         out = tf.reshape(out, tf.concat([batch_shape, event[:2], [2 * self.output_channels]], 0))
         shift, log_scale = tf.split(out, 2, axis=-1)
         return shift, log_scale
+
+    def _resnet(self, images):
+        hidden = tf.nn.relu(self.input_conv(images))
+        for first, second in self.blocks:
+            hidden = tf.nn.relu(hidden + second(tf.nn.relu(first(hidden))))
+        return self.output_conv(hidden)
 
     def get_config(self):
         return {
