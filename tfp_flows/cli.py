@@ -15,7 +15,7 @@ import numpy as np
 from tfp_flows import datasets, flows, plotting
 from tfp_flows.callbacks import AtomicBackupAndRestore, RestoreOnNaN
 from tfp_flows.export import describe, export_saved_model
-from tfp_flows.training import cosine_adam
+from tfp_flows.training import cosine_adam, steps_per_call
 
 JIT_COMPILE = {"auto": "auto", "on": True, "off": False}
 
@@ -108,10 +108,11 @@ def build_parser():
     train.add_argument("--seed", type=int, default=0, help="seed for data, weights and batches")
     train.add_argument(
         "--steps-per-execution",
-        type=int,
-        default=10,
+        type=_positive,
+        default=None,
         help="training steps per compiled call (Keras' steps_per_execution); small flows "
-        "are bound by per-step overhead, so several steps per call train faster",
+        "are bound by per-step overhead, so several steps per call train faster "
+        "(default: the largest divisor of an epoch's steps up to 10)",
     )
     train.add_argument(
         "--jit-compile",
@@ -184,7 +185,8 @@ def train(args):
             args.learning_rate, args.epochs, train_size, args.batch_size, clipnorm=args.clipnorm
         ),
         jit_compile=JIT_COMPILE[args.jit_compile],
-        steps_per_execution=args.steps_per_execution,
+        steps_per_execution=args.steps_per_execution
+        or steps_per_call(math.ceil(train_size / args.batch_size)),
     )
 
     os.makedirs(out, exist_ok=True)

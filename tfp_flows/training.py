@@ -38,14 +38,23 @@ def fit_dequantized(
     (`datasets.dequantizing_pipeline`); `extras` (e.g. one-hot contexts)
     travel with the counts. Returns the `History`.
     """
+    steps_per_epoch = math.ceil(len(counts) / batch_size)
     model.compile(
         cosine_adam(learning_rate, epochs, len(counts), batch_size, clipnorm),
-        steps_per_execution=10,
+        steps_per_execution=steps_per_call(steps_per_epoch),
     )
     pipeline = datasets.dequantizing_pipeline(
         counts, *extras, batch_size=batch_size, seed=seed, dtype=model.dtype
     )
     # The pipeline shuffles; Keras cannot shuffle a dataset.
-    return model.fit(
-        pipeline, epochs=epochs, shuffle=False, verbose=verbose, callbacks=callbacks
-    )
+    return model.fit(pipeline, epochs=epochs, shuffle=False, verbose=verbose, callbacks=callbacks)
+
+
+def steps_per_call(steps_per_epoch, most=10):
+    """Training steps per compiled call: the largest divisor of the epoch up to `most`.
+
+    Several steps per call save Keras' per-step overhead on small flows; a
+    divisor of the epoch keeps Keras' progress bar and callbacks on epoch
+    boundaries (12 steps at 10 per call would show "20/12").
+    """
+    return max(d for d in range(1, most + 1) if steps_per_epoch % d == 0)
