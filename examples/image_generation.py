@@ -123,7 +123,7 @@ def main(argv=None):
 
     low_high = (0.0, data.value_range)
     samples = {
-        f"T = {t}": model.sample(32, seed=[args.seed, i], temperature=t).numpy()
+        f"T = {t}": model.sample(16, seed=[args.seed, i], temperature=t).numpy()
         for i, t in enumerate(TEMPERATURES)
     }
     plotting.plot_image_grid(
@@ -131,7 +131,7 @@ def main(argv=None):
         os.path.join(args.out, "samples.png"),
         data.image_shape[:2],
         low_high,
-        columns=8,
+        columns=4,
     )
     originals = test[:32]
     latents = model.inverse(originals).numpy()

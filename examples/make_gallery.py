@@ -2,7 +2,7 @@
 
     python examples/make_gallery.py [--quick] [NAME ...]
 
-Each example runs with its defaults (about 17 minutes in all on two CPU
+Each example runs with its defaults (about 25 minutes in all on two CPU
 cores; `--quick` uses the examples' quick modes) into runs/examples/NAME/,
 then its gallery figure is copied to docs/NAME.png, shrunk to at most
 900 pixels wide and a 256-colour palette so each stays under 200 KB.
