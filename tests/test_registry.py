@@ -1,4 +1,13 @@
-"""Generic properties that every registered flow step must have."""
+"""Generic properties that every registered flow step must have, at its event shape.
+
+Each entry is tested at `event_shape(name, EVENT_SIZE)`: (EVENT_SIZE,) for a vector
+step, the entry's small image shape for an image step. Log-dets reduce over all of the
+event's axes, and the autodiff Jacobian of an event of D values is flattened to [D, D].
+Made-up points on the data side (inputs of `inverse`, data of `log_prob`) lie in the
+entry's `data_range` when it declares one.
+"""
+
+import math
 
 import keras
 import numpy as np
@@ -6,16 +15,37 @@ import pytest
 import tensorflow as tf
 
 from tfp_flows import FlowModel
-from tfp_flows.registry import REGISTRY, bijector_under_test, build_random, context_kwargs
+from tfp_flows.registry import (
+    REGISTRY,
+    bijector_under_test,
+    build_random,
+    context_kwargs,
+    event_shape,
+)
 
 NAMES = sorted(REGISTRY)
 EVENT_SIZE = 4
-# Fixed steps (TFP's Permute, a fixed affine map) have no weights to check.
+# Fixed steps (TFP's Permute, a fixed affine map, the logit) have no weights to check.
 WEIGHTED = [name for name in NAMES if build_random(name, EVENT_SIZE).trainable_weights]
 
 
-def _points(shape, dtype, seed=1):
+def _shape(name):
+    return event_shape(name, EVENT_SIZE)
+
+
+def _points(batch_shape, name, dtype, seed=1):
+    """Base-side points [*batch_shape, *event shape]: standard normal."""
+    shape = (*batch_shape, *_shape(name))
     return tf.constant(np.random.default_rng(seed).standard_normal(shape), dtype)
+
+
+def _data_points(batch_shape, name, dtype, seed=1):
+    """Data-side points: uniform in the entry's data_range, else standard normal."""
+    data_range = REGISTRY[name].data_range
+    if data_range is None:
+        return _points(batch_shape, name, dtype, seed)
+    shape = (*batch_shape, *_shape(name))
+    return tf.constant(np.random.default_rng(seed).uniform(*data_range, shape), dtype)
 
 
 def _fresh(t):
@@ -23,12 +53,24 @@ def _fresh(t):
     return tf.identity(t)
 
 
+def _autodiff_log_det(transform, x):
+    """(transform(x), log|det J| per event), J the autodiff Jacobian flattened to [D, D]."""
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        y = transform(x)
+    size = math.prod(x.shape[1:])
+    jacobian = tf.reshape(tape.batch_jacobian(y, x), (x.shape[0], size, size))
+    return y, tf.linalg.slogdet(jacobian)[1]
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_inverse_round_trip_float32(name):
     bijector = bijector_under_test(build_random(name, EVENT_SIZE))
-    x = _points((64, EVENT_SIZE), tf.float32)
-    y = bijector.forward(x)
-    np.testing.assert_allclose(bijector.inverse(_fresh(y)), x, rtol=1e-5, atol=1e-5)
+    z = _points((64,), name, tf.float32)
+    np.testing.assert_allclose(
+        bijector.inverse(_fresh(bijector.forward(z))), z, rtol=1e-5, atol=1e-5
+    )
+    x = _data_points((64,), name, tf.float32)
     np.testing.assert_allclose(
         bijector.forward(_fresh(bijector.inverse(_fresh(x)))), x, rtol=1e-5, atol=1e-5
     )
@@ -37,34 +79,31 @@ def test_inverse_round_trip_float32(name):
 @pytest.mark.parametrize("name", NAMES)
 def test_log_det_matches_autodiff_jacobian_float64(name):
     bijector = bijector_under_test(build_random(name, EVENT_SIZE, dtype="float64"))
-    x = _points((16, EVENT_SIZE), tf.float64)
-    with tf.GradientTape() as tape:
-        tape.watch(x)
-        y = bijector.forward(x)
-    jacobian = tape.batch_jacobian(y, x)
-    _, expected = tf.linalg.slogdet(jacobian)
+    event_ndims = len(_shape(name))
+    x = _points((16,), name, tf.float64)
+    y, expected = _autodiff_log_det(bijector.forward, x)
     np.testing.assert_allclose(
-        bijector.forward_log_det_jacobian(_fresh(x), event_ndims=1), expected, atol=1e-8
+        bijector.forward_log_det_jacobian(_fresh(x), event_ndims=event_ndims), expected, atol=1e-8
     )
 
     y = _fresh(y)
-    with tf.GradientTape() as tape:
-        tape.watch(y)
-        x_back = bijector.inverse(y)
-    _, expected_inverse = tf.linalg.slogdet(tape.batch_jacobian(x_back, y))
+    _, expected_inverse = _autodiff_log_det(bijector.inverse, y)
     np.testing.assert_allclose(
-        bijector.inverse_log_det_jacobian(_fresh(y), event_ndims=1), expected_inverse, atol=1e-8
+        bijector.inverse_log_det_jacobian(_fresh(y), event_ndims=event_ndims),
+        expected_inverse,
+        atol=1e-8,
     )
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_forward_and_inverse_log_dets_agree(name):
     bijector = bijector_under_test(build_random(name, EVENT_SIZE, dtype="float64"))
-    x = _points((32, EVENT_SIZE), tf.float64)
+    event_ndims = len(_shape(name))
+    x = _points((32,), name, tf.float64)
     y = _fresh(bijector.forward(x))
     np.testing.assert_allclose(
-        bijector.forward_log_det_jacobian(_fresh(x), event_ndims=1),
-        -bijector.inverse_log_det_jacobian(y, event_ndims=1),
+        bijector.forward_log_det_jacobian(_fresh(x), event_ndims=event_ndims),
+        -bijector.inverse_log_det_jacobian(y, event_ndims=event_ndims),
         atol=1e-10,
     )
 
@@ -72,15 +111,16 @@ def test_forward_and_inverse_log_dets_agree(name):
 @pytest.mark.parametrize("name", NAMES)
 def test_leading_batch_dimensions(name):
     bijector = bijector_under_test(build_random(name, EVENT_SIZE))
-    x = _points((2, 3, 5, EVENT_SIZE), tf.float32)
+    shape = _shape(name)
+    x = _points((2, 3, 5), name, tf.float32)
     y = bijector.forward(x)
-    log_det = bijector.inverse_log_det_jacobian(_fresh(y), event_ndims=1)
+    log_det = bijector.inverse_log_det_jacobian(_fresh(y), event_ndims=len(shape))
     assert y.shape == x.shape
     # TFP returns a scalar log-det for constant-Jacobian bijectors: it broadcasts.
     log_det = tf.broadcast_to(log_det, (2, 3, 5))
-    flat_y = bijector.forward(_fresh(tf.reshape(x, (-1, EVENT_SIZE))))
-    flat_log_det = bijector.inverse_log_det_jacobian(_fresh(flat_y), event_ndims=1)
-    np.testing.assert_allclose(tf.reshape(y, (-1, EVENT_SIZE)), flat_y, rtol=1e-6, atol=1e-6)
+    flat_y = bijector.forward(_fresh(tf.reshape(x, (-1, *shape))))
+    flat_log_det = bijector.inverse_log_det_jacobian(_fresh(flat_y), event_ndims=len(shape))
+    np.testing.assert_allclose(tf.reshape(y, (-1, *shape)), flat_y, rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(tf.reshape(log_det, (-1,)), flat_log_det, rtol=1e-5, atol=1e-5)
 
 
@@ -89,14 +129,16 @@ def test_leading_batch_dimensions(name):
 def test_gradients_reach_every_weight(name, direction):
     layer = build_random(name, EVENT_SIZE)
     bijector = bijector_under_test(layer)
-    x = _points((32, EVENT_SIZE), tf.float32)
+    event_ndims = len(_shape(name))
+    points = _points if direction == "forward" else _data_points
+    x = points((32,), name, tf.float32)
     with tf.GradientTape() as tape:
         if direction == "forward":
             out = bijector.forward(x)
-            log_det = bijector.forward_log_det_jacobian(x, event_ndims=1)
+            log_det = bijector.forward_log_det_jacobian(x, event_ndims=event_ndims)
         else:
             out = bijector.inverse(x)
-            log_det = bijector.inverse_log_det_jacobian(x, event_ndims=1)
+            log_det = bijector.inverse_log_det_jacobian(x, event_ndims=event_ndims)
         objective = tf.reduce_sum(tf.sin(out)) + tf.reduce_sum(log_det)
     weights = layer.trainable_weights
     assert weights
@@ -109,7 +151,7 @@ def test_gradients_reach_every_weight(name, direction):
 @pytest.mark.parametrize("name", WEIGHTED)
 def test_bijector_follows_its_weights(name):
     layer = build_random(name, EVENT_SIZE)
-    x = _points((8, EVENT_SIZE), tf.float32)
+    x = _points((8,), name, tf.float32)
     before = bijector_under_test(layer).forward(x).numpy()
     for weight in layer.trainable_weights:
         weight.assign(weight + 0.3)
@@ -119,8 +161,8 @@ def test_bijector_follows_its_weights(name):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_keras_save_and_load(name, tmp_path):
-    model = FlowModel([build_random(name, EVENT_SIZE)], event_shape=(EVENT_SIZE,))
-    x = _points((16, EVENT_SIZE), tf.float32).numpy()
+    model = FlowModel([build_random(name, EVENT_SIZE)], event_shape=_shape(name))
+    x = _data_points((16,), name, tf.float32).numpy()
     path = tmp_path / f"{name}.keras"
     model.save(path)
     loaded = keras.models.load_model(path)

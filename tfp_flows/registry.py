@@ -1,10 +1,17 @@
 """The one registry of flow steps: every bijector joins it and inherits the generic tests.
 
-Each entry builds a Keras `FlowLayer` for an event size and dtype; its
-`bijector` is the pure TFP bijector under test. `tests/test_registry.py`
-checks every entry for the inverse round trip, the log-det against the
+Each entry builds a Keras `FlowLayer` and says which event shape it is tested
+at (`event_shape(name, event_size)`): a vector step takes any event size from
+its `min_event_size` up, `(event_size,)`; an image step has one small fixed
+`image_shape` [H, W, C] and ignores the size asked for. The layer's `bijector`
+is the pure TFP bijector under test. `tests/test_registry.py` checks every
+entry, at its event shape, for the inverse round trip, the log-det against the
 autodiff Jacobian, forward/inverse log-det consistency, leading batch
-dimensions, gradients reaching every weight, and `.keras` save/load.
+dimensions, gradients reaching every weight, and `.keras` save/load;
+`tests/test_properties.py` draws the event sizes of the vector steps.
+
+A step whose inverse accepts only part of the space (the logit step's pixel
+range) declares it as `data_range`: made-up data-side points must come from it.
 
 A conditional entry (`context_size` set) is tested as the bijection it is for
 one fixed context: `bijector_under_test(layer)` binds `fixed_context(...)`
@@ -14,6 +21,8 @@ to its context keyword, and models built from it get the same context
 """
 
 import dataclasses
+import functools
+import math
 from collections.abc import Callable
 
 import numpy as np
@@ -31,16 +40,60 @@ from tfp_flows.layers import (
     ScaleAndShiftLayer,
     SplineCouplingLayer,
 )
+from tfp_flows.layers.image import (
+    ActNormLayer,
+    ImageCouplingLayer,
+    InvertibleConv1x1Layer,
+    LogitLayer,
+    MultiScaleLayer,
+)
 
 tfb = tfp.bijectors
 
 CONTEXT_SIZE = 3  # of the conditional entries
+IMAGE_SHAPE = (4, 4, 4)  # of the single image steps: 64 dimensions keep float64 Jacobians cheap
+GLOW_SHAPE = (4, 4, 2)  # squeezed to [2, 2, 8] at the first level, half of it to [1, 1, 16]
+# RealNVP's checkerboard masks need 2×2 pixels at the last level, so 8×8 for two levels.
+REALNVP_IMAGE_SHAPE = (8, 8, 1)
+# A 3×3 convolution sums over 9·channels inputs, so a ResNet with weights of stddev 0.5 maps
+# O(1) images to shifts of O(100), whose float32 rounding alone exceeds the round trip's
+# 1e-5. At a fifth of the scale the image couplings' outputs stay O(1), as the vector steps' do.
+RESNET_WEIGHT_SCALE = 0.2
+PIXEL_RANGE = 256.0  # of the logit step: dequantised 8-bit pixels
 
 
 @dataclasses.dataclass(frozen=True)
 class Entry:
-    make_layer: Callable[..., FlowLayer]  # (event_size, dtype) -> unbuilt layer
+    """How to build one flow step for the generic tests, and where they may evaluate it.
+
+    Attributes:
+        make_layer: (event_size, dtype) -> unbuilt layer; layers that read the
+            event from their input shape when built (planar, image steps) ignore it.
+        min_event_size: the smallest event size a vector step can be built for.
+        image_shape: the one event shape [H, W, C] an image step is tested at;
+            None for a vector step, tested at (event_size,).
+        weight_scale: multiplies `build_random`'s stddev, for steps whose
+            networks need smaller weights to stay O(1) (see RESNET_WEIGHT_SCALE).
+        data_range: (low, high) when the inverse only accepts data-side points
+            (its inputs, the data of `log_prob`) with every value in [low, high);
+            None when any point is data.
+    """
+
+    make_layer: Callable[..., FlowLayer]
     min_event_size: int = 1
+    image_shape: tuple[int, ...] | None = None
+    weight_scale: float = 1.0
+    data_range: tuple[float, float] | None = None
+
+
+def _image_step(make_layer, image_shape=IMAGE_SHAPE, **options):
+    """An entry for the image step `make_layer(dtype=...)`, tested at `image_shape`."""
+    return Entry(lambda size, dtype: make_layer(dtype=dtype), image_shape=image_shape, **options)
+
+
+def _resnet_step(layer_class, *args, **kwargs):
+    """An image step with small ResNets, `layer_class(*args, hidden_channels=8, ...)`."""
+    return functools.partial(layer_class, *args, hidden_channels=8, **kwargs)
 
 
 REGISTRY = {
@@ -99,19 +152,64 @@ REGISTRY = {
             np.linspace(0.5, 2.0, size), np.linspace(-1.0, 1.0, size), dtype=dtype
         )
     ),
+    "act_norm": _image_step(ActNormLayer),
+    "conv_1x1": _image_step(InvertibleConv1x1Layer),
+    "image_coupling_checkerboard": _image_step(
+        _resnet_step(ImageCouplingLayer, "checkerboard"), weight_scale=RESNET_WEIGHT_SCALE
+    ),
+    "image_coupling_channel": _image_step(
+        _resnet_step(ImageCouplingLayer, "channel", parity=True), weight_scale=RESNET_WEIGHT_SCALE
+    ),
+    "image_coupling_conditional": _image_step(
+        _resnet_step(ImageCouplingLayer, "checkerboard", parity=True, context_size=CONTEXT_SIZE),
+        weight_scale=RESNET_WEIGHT_SCALE,
+    ),
+    # The multi-scale layer of each image factory (flows.glow, flows.realnvp_image), at two
+    # levels and few steps: the single steps above are tested on their own.
+    "glow": _image_step(
+        _resnet_step(MultiScaleLayer, levels=2, steps_per_level=1, step="glow"),
+        image_shape=GLOW_SHAPE,
+        weight_scale=RESNET_WEIGHT_SCALE,
+    ),
+    "glow_conditional": _image_step(
+        _resnet_step(
+            MultiScaleLayer, levels=2, steps_per_level=1, step="glow", context_size=CONTEXT_SIZE
+        ),
+        image_shape=GLOW_SHAPE,
+        weight_scale=RESNET_WEIGHT_SCALE,
+    ),
+    "realnvp_image": _image_step(
+        _resnet_step(MultiScaleLayer, levels=2, steps_per_level=2, step="realnvp"),
+        image_shape=REALNVP_IMAGE_SHAPE,
+        weight_scale=RESNET_WEIGHT_SCALE,
+    ),
+    "logit": _image_step(functools.partial(LogitLayer, PIXEL_RANGE), data_range=(0.0, PIXEL_RANGE)),
 }
 
 
-def build_random(name, event_size, dtype="float32", seed=0, stddev=0.5):
-    """Builds the named entry's layer with random weights (away from the identity)."""
+def event_shape(name, event_size):
+    """The named entry's event shape: (event_size,) for a vector step, its image shape else."""
     entry = REGISTRY[name]
+    if entry.image_shape is not None:
+        return entry.image_shape
     if event_size < entry.min_event_size:
         raise ValueError(f"{name} needs an event size of at least {entry.min_event_size}.")
-    layer = entry.make_layer(event_size, dtype)
-    layer.build((None, event_size))
+    return (event_size,)
+
+
+def build_random(name, event_size, dtype="float32", seed=0, stddev=0.5):
+    """Builds the named entry's layer at `event_shape(name, event_size)`, away from the identity.
+
+    Only trainable weights are drawn at random: the non-trainable ones hold what
+    must stay fixed (the 1×1 convolution's permutation and signs, ActNorm's flag).
+    """
+    entry = REGISTRY[name]
+    shape = event_shape(name, event_size)
+    layer = entry.make_layer(math.prod(shape), dtype)
+    layer.build((None, *shape))
     rng = np.random.default_rng(seed)
-    for weight in layer.weights:
-        weight.assign(stddev * rng.standard_normal(weight.shape).astype(dtype))
+    for weight in layer.trainable_weights:
+        weight.assign(entry.weight_scale * stddev * rng.standard_normal(weight.shape).astype(dtype))
     return layer
 
 
@@ -141,7 +239,7 @@ class _WithContext(tfb.Bijector):
         parameters = dict(locals())
         self._bijector, self._context = bijector, context
         super().__init__(
-            forward_min_event_ndims=1,
+            forward_min_event_ndims=bijector.forward_min_event_ndims,
             validate_args=False,
             parameters=parameters,
             name=f"{bijector.name}_with_context",
@@ -158,7 +256,11 @@ class _WithContext(tfb.Bijector):
         return self._bijector.inverse(y, context=self._context)
 
     def _forward_log_det_jacobian(self, x):
-        return self._bijector.forward_log_det_jacobian(x, event_ndims=1, context=self._context)
+        return self._bijector.forward_log_det_jacobian(
+            x, event_ndims=self.forward_min_event_ndims, context=self._context
+        )
 
     def _inverse_log_det_jacobian(self, y):
-        return self._bijector.inverse_log_det_jacobian(y, event_ndims=1, context=self._context)
+        return self._bijector.inverse_log_det_jacobian(
+            y, event_ndims=self.inverse_min_event_ndims, context=self._context
+        )

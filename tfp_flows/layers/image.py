@@ -325,6 +325,12 @@ class MultiScaleLayer(FlowLayer):
                 f"{shape[0]}×{shape[1]})",
             )
             shape = (shape[0] // 2, shape[1] // 2, shape[2] * 4)
+            if self.step == "realnvp" and shape[0] * shape[1] == 1:
+                raise ValueError(
+                    f"{self.name}: RealNVP's checkerboard couplings need at least 2 pixels at "
+                    f"every level, but level {level + 1} of {self.levels} is 1×1 (the image is "
+                    f"{height}×{width}): use fewer levels, a larger image or step='glow'."
+                )
             self.level_shapes.append(shape)
             for index in range(self.steps_per_level):
                 for layer in self._step_layers(level, index):
