@@ -36,3 +36,34 @@ def test_realnvp_benchmark_runs(tmp_path):
     assert set(report["medians"]) == {"tfp_flows", "tfp_builtin"}
     assert report["ratios"]["default"]["train"] > 0
     assert "| ratio tfp_flows / tfp_builtin |" in printed
+
+
+def test_image_bits_per_dim_benchmark_runs(tmp_path):
+    out = tmp_path / "image_bits_per_dim.json"
+    # One dense and one image flow: NSF alone spends ~1.5 min tracing its first step.
+    printed = _run(
+        "image_bits_per_dim.py", "--quick", "--flows", "realnvp", "glow", "--out", str(out)
+    )
+    report = json.loads(out.read_text())
+    assert "cpu_count" in report["machine"]
+    medians = report["digits"]["medians"]
+    assert set(medians) == {"realnvp", "glow"}
+    for name, summary in medians.items():
+        # Finite, and better than a uniform density on [0, 17) (log2 17 = 4.087).
+        assert 0 < summary["final_bits_per_dim"] < 4.087, name
+        assert summary["nonfinite_loss_runs"] == 0, name
+        [run] = report["digits"]["runs"][name]
+        assert [c["step"] for c in run["checkpoints"]] == [20, 40]
+    assert "| flow | weights | test bits/dim (final) |" in printed
+
+
+def test_memory_benchmark_runs(tmp_path):
+    out = tmp_path / "memory.json"
+    printed = _run("memory.py", "--epochs", "3", "--warmup", "1", "--out", str(out))
+    report = json.loads(out.read_text())
+    assert [row["epoch"] for row in report["per_epoch"]] == [1, 2, 3]
+    assert all(
+        row["rss_mb"] > 0 and row["peak_rss_mb"] >= row["rss_mb"] for row in report["per_epoch"]
+    )
+    assert report["verdict"] in ("no growth", "GROWS")
+    assert "MB/epoch" in printed
