@@ -22,14 +22,13 @@ number (with machine info) to a JSON file; it never fails on a missed target.
 """
 
 import argparse
-import json
 import math
 import os
 import time
 
 import keras
 import numpy as np
-from machine import machine_info
+from machine import machine_info, write_report
 
 from tfp_flows import datasets, flows
 from tfp_flows.training import cosine_adam
@@ -489,10 +488,7 @@ def main(argv=None):
     info["load_average_end"] = list(os.getloadavg())
     report["wall_seconds"] = time.perf_counter() - start
     print(f"\nTotal wall time: {report['wall_seconds'] / 60:.1f} min")
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(report, f, indent=2)
-    print(f"wrote {args.out}")
+    write_report(report, args.out)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
-"""What every benchmark's JSON records about the machine and the stack."""
+"""What every benchmark's JSON records about the machine and the stack, and how it is written."""
 
+import json
 import os
 import platform
 import sys
@@ -24,3 +25,11 @@ def machine_info():
         # The machine is shared: a high load average means noisier timings.
         "load_average_start": list(os.getloadavg()),
     }
+
+
+def write_report(report, path):
+    """Writes `report` as indented JSON to `path`, creating its folder; prints where."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(report, f, indent=2)
+    print(f"wrote {path}")

@@ -18,13 +18,11 @@ the figure. The verdict line says whether the slope after warm-up stays under
 """
 
 import argparse
-import json
-import os
 import time
 
 import keras
 import numpy as np
-from machine import machine_info
+from machine import machine_info, write_report
 
 from tfp_flows import datasets, flows
 from tfp_flows.training import fit_dequantized
@@ -114,22 +112,19 @@ def main(argv=None):
         f"\nRSS slope over epochs {warmup + 1}-{epochs}: {slope:+.3f} MB/epoch "
         f"({verdict}; tolerance ±{args.tolerance} MB/epoch)"
     )
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(
-            {
-                "machine": info,
-                "epochs": epochs,
-                "warmup_epochs": warmup,
-                "start_rss_mb": start_rss,
-                "rss_slope_mb_per_epoch": slope,
-                "tolerance_mb_per_epoch": args.tolerance,
-                "verdict": verdict,
-                "per_epoch": log.rows,
-            },
-            f,
-            indent=2,
-        )
+    write_report(
+        {
+            "machine": info,
+            "epochs": epochs,
+            "warmup_epochs": warmup,
+            "start_rss_mb": start_rss,
+            "rss_slope_mb_per_epoch": slope,
+            "tolerance_mb_per_epoch": args.tolerance,
+            "verdict": verdict,
+            "per_epoch": log.rows,
+        },
+        args.out,
+    )
 
 
 if __name__ == "__main__":

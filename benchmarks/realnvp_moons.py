@@ -16,7 +16,6 @@ number (with machine info) to a JSON file; it never fails on a missed target.
 """
 
 import argparse
-import json
 import math
 import os
 import statistics
@@ -26,7 +25,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
-from machine import machine_info
+from machine import machine_info, write_report
 
 import tfp_flows
 from tfp_flows.layers import ShiftAndLogScaleNetwork
@@ -303,10 +302,7 @@ def main(argv=None):
         "runs": runs,
     }
     print_report(results, report, variants, args)
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(report, f, indent=2)
-    print(f"\nwrote {args.out}")
+    write_report(report, args.out)
 
 
 def print_report(results, report, variants, args):

@@ -13,7 +13,6 @@ A benchmark, not a test: prints a markdown table, writes JSON, never fails on a 
 """
 
 import argparse
-import json
 import os
 import statistics
 import tempfile
@@ -22,7 +21,7 @@ import time
 import keras
 import numpy as np
 import tensorflow as tf
-from machine import machine_info
+from machine import machine_info, write_report
 
 import tfp_flows
 from tfp_flows.export import export_saved_model
@@ -127,10 +126,7 @@ def main(argv=None):
         f"\nSavedModel / in-process throughput: {ratio:.2f}x "
         f"(target >= {TARGET_THROUGHPUT_RATIO}): {mark}"
     )
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(report, f, indent=2)
-    print(f"wrote {args.out}")
+    write_report(report, args.out)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,6 @@ detail to JSON; a FAIL cell is reported, never raised.
 """
 
 import argparse
-import json
 import math
 import os
 import time
@@ -27,7 +26,7 @@ import time
 import keras
 import numpy as np
 import tensorflow as tf
-from machine import machine_info
+from machine import machine_info, write_report
 
 import tfp_flows
 from tfp_flows.callbacks import RestoreOnNaN
@@ -294,10 +293,7 @@ def main(argv=None):
         "cells": cells,
     }
     print_report(report, args, total_seconds)
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(report, f, indent=2)
-    print(f"\nwrote {args.out}")
+    write_report(report, args.out)
 
 
 def print_report(report, args, total_seconds):
