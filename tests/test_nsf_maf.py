@@ -14,6 +14,7 @@ import tensorflow_probability as tfp
 
 from tfp_flows import datasets, flows, layers
 from tfp_flows.bijectors import MaskedAutoregressive, half_mask
+from tfp_flows.bijectors.rational_quadratic import rational_quadratic_spline
 from tfp_flows.export import export_saved_model
 
 tfb = tfp.bijectors
@@ -80,6 +81,90 @@ def test_made_needs_two_dimensions_unless_conditional():
     x = tf.zeros((2, 1))
     shift, _ = made(x, context=_points((2, 2), seed=2))
     assert shift.shape == (2, 1) and float(shift[0, 0]) != float(shift[1, 0])
+
+
+# --- The fused rational-quadratic spline against TFP's ------------------------------------
+
+
+def _random_spline(dtype, concentration, seed=0, shape=(400, 3), num_bins=8, bound=3.0):
+    """Random knots (Dirichlet bin sizes) and points on [-4/3·bound, 4/3·bound]: tails too."""
+    rng = np.random.default_rng(seed)
+    span = 2 * bound - num_bins * 1e-3
+
+    def sizes():
+        return 1e-3 + span * rng.dirichlet(np.full(num_bins, concentration), size=shape)
+
+    arrays = (
+        sizes(),
+        sizes(),
+        np.exp(rng.normal(size=(*shape, num_bins - 1))),
+        rng.uniform(-4 * bound / 3, 4 * bound / 3, size=shape),
+    )
+    return [tf.constant(a.astype(dtype)) for a in arrays]
+
+
+@pytest.mark.parametrize(
+    "dtype, concentration, atol",
+    # float32 on moderate knots (the bins a trained flow has); any knots in float64,
+    # down to bins of height 1e-3 over a width of 2.
+    [("float64", 0.5, 1e-8), ("float64", 3.0, 1e-10), ("float32", 3.0, 1e-4)],
+)
+def test_fused_spline_is_tfps_rational_quadratic_spline(dtype, concentration, atol):
+    widths, heights, slopes, x = _random_spline(dtype, concentration)
+    tfp_spline = tfb.RationalQuadraticSpline(
+        widths, heights, slopes, range_min=tf.constant(-3.0, dtype)
+    )
+    y, log_det = rational_quadratic_spline(x, widths, heights, slopes, 3.0)
+    np.testing.assert_allclose(y, tfp_spline.forward(x), atol=atol)
+    np.testing.assert_allclose(log_det, tfp_spline.forward_log_det_jacobian(x, 0), atol=atol)
+    x_back, inverse_log_det = rational_quadratic_spline(y, widths, heights, slopes, 3.0, True)
+    np.testing.assert_allclose(x_back, tfp_spline.inverse(y), atol=atol * 10)
+    np.testing.assert_allclose(inverse_log_det, -log_det, atol=atol * 10)
+    np.testing.assert_allclose(x_back, x, atol=atol * 10)
+    outside = np.abs(x.numpy()) > 3.0
+    assert outside.any() and (~outside).any()
+    np.testing.assert_array_equal(y.numpy()[outside], x.numpy()[outside])
+    np.testing.assert_array_equal(log_det.numpy()[outside], 0.0)
+
+
+def test_fused_spline_gradients_are_tfps():
+    *knots, x = _random_spline("float64", 3.0, seed=1)
+    x = tf.concat([x[:-1], tf.constant([[3.0, -3.0, 5.0]], tf.float64)], axis=0)  # ends, a tail
+
+    def gradients(fn):
+        with tf.GradientTape() as tape:
+            tape.watch([x, *knots])
+            total = tf.reduce_sum(tf.add_n(fn(*knots)))
+        return tape.gradient(total, [x, *knots])
+
+    def fused(widths, heights, slopes):
+        return rational_quadratic_spline(x, widths, heights, slopes, 3.0)
+
+    def reference(widths, heights, slopes):
+        spline = tfb.RationalQuadraticSpline(widths, heights, slopes, range_min=-3.0)
+        return spline.forward(x), spline.forward_log_det_jacobian(x, 0)
+
+    for ours, theirs in zip(gradients(fused), gradients(reference)):
+        assert np.all(np.isfinite(ours))
+        np.testing.assert_allclose(ours, theirs, atol=1e-8)
+
+
+def test_spline_coupling_is_the_tfp_spline_it_returns():
+    layer = layers.SplineCouplingLayer(half_mask(4), hidden_units=(8,))
+    layer.build((None, 4))
+    _randomise(layer, 0.3)
+    coupling = layer.bijector
+    x = tf.constant(2.0 * _points((64, 4)))
+    x_a, x_b = x[:, :2], x[:, 2:]
+    spline = coupling.spline(x_a)
+    y = coupling.forward(x)
+    np.testing.assert_allclose(y[:, :2], x_a)
+    np.testing.assert_allclose(y[:, 2:], spline.forward(x_b), atol=1e-5)
+    np.testing.assert_allclose(
+        coupling.forward_log_det_jacobian(x, 1),
+        tf.reduce_sum(spline.forward_log_det_jacobian(x_b, 0), axis=-1),
+        atol=1e-4,
+    )
 
 
 # --- Identity at initialisation, context, pass counts -------------------------------------

@@ -6,6 +6,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from tfp_flows.bijectors.affine_coupling import Coupling
+from tfp_flows.bijectors.rational_quadratic import rational_quadratic_spline
 
 tfb = tfp.bijectors
 
@@ -32,9 +33,11 @@ class SplineCoupling(Coupling):
     the rest (x_b): y_a = x_a, and each y_b,j = g_j(x_b,j), where g_j is a
     monotone rational-quadratic spline of K bins on [-bound, bound] and the
     identity outside it (linear tails; the spline's end slopes are 1, so the
-    map is C¹). The spline is TFP's `tfb.RationalQuadraticSpline`; its
-    parameters come from `spline_parameters_fn(x_a, **kwargs)`, unconstrained
-    values for K widths, K heights and K − 1 interior knot slopes per element:
+    map is C¹). The map is TFP's `tfb.RationalQuadraticSpline` (`spline`
+    returns that bijector), computed by `rational_quadratic_spline`, which
+    gives the value and the log-det in one pass. Its parameters come from
+    `spline_parameters_fn(x_a, **kwargs)`: unconstrained values for K widths,
+    K heights and K − 1 interior knot slopes per element:
 
         widths  = m + (2·bound − K·m)·softmax(raw widths),  m = min_bin_size
         heights = the same with the raw heights
@@ -109,8 +112,8 @@ class SplineCoupling(Coupling):
     def bound(self):
         return self._bound
 
-    def _spline(self, x_a, **kwargs):
-        """The splines of x_b given x_a, over a flat batch: [N, n_b] elements."""
+    def _spline_knots(self, x_a, **kwargs):
+        """Bin widths, heights [N, n_b, K] and interior slopes [N, n_b, K − 1] given x_a."""
         num_bins, num_transformed = self._num_bins, len(self._transformed)
         raw = self._spline_parameters_fn(x_a, **kwargs)
         raw = tf.reshape(raw, [-1, num_transformed, 3 * num_bins - 1])
@@ -118,29 +121,38 @@ class SplineCoupling(Coupling):
             raw, [num_bins, num_bins, num_bins - 1], axis=-1
         )
         span = 2.0 * self._bound - num_bins * self._min_bin_size
-        return tfb.RationalQuadraticSpline(
-            bin_widths=self._min_bin_size + span * tf.math.softmax(raw_widths, axis=-1),
-            bin_heights=self._min_bin_size + span * tf.math.softmax(raw_heights, axis=-1),
-            knot_slopes=self._min_slope + tf.math.softplus(raw_slopes + self._slope_offset),
-            range_min=tf.constant(-self._bound, raw.dtype),
+        return (
+            self._min_bin_size + span * tf.math.softmax(raw_widths, axis=-1),
+            self._min_bin_size + span * tf.math.softmax(raw_heights, axis=-1),
+            self._min_slope + tf.math.softplus(raw_slopes + self._slope_offset),
         )
 
-    def _transform(self, x, direction, **kwargs):
+    def spline(self, x_a, **kwargs):
+        """TFP's `tfb.RationalQuadraticSpline` of x_b given x_a, over a flat batch [N, n_b].
+
+        The same map as this bijector's; for inspection and for checking the fused one.
+        """
+        widths, heights, slopes = self._spline_knots(x_a, **kwargs)
+        return tfb.RationalQuadraticSpline(
+            widths, heights, slopes, range_min=tf.constant(-self._bound, widths.dtype)
+        )
+
+    def _transform(self, x, inverse, **kwargs):
         x_a, x_b = self._split(x)
-        spline = self._spline(x_a, **kwargs)
-        # TFP's spline needs inputs of known rank: fold the batch shape (which may
-        # be unknown in a tf.function traced with reduce_retracing) into one axis.
+        # Fold the batch shape (which may be unknown in a tf.function traced with
+        # reduce_retracing) into one axis: the knots are [N, n_b, K].
         flat_b = tf.reshape(x_b, [-1, len(self._transformed)])
-        out_b = getattr(spline, direction)(flat_b)
-        log_det = getattr(spline, f"{direction}_log_det_jacobian")(flat_b, event_ndims=1)
+        out_b, log_det = rational_quadratic_spline(
+            flat_b, *self._spline_knots(x_a, **kwargs), self._bound, inverse=inverse
+        )
         shape = tf.shape(x_b)
         return (
             self._merge_parts(x_a, tf.reshape(out_b, shape)),
-            tf.reshape(log_det, shape[:-1]),
+            tf.reshape(tf.reduce_sum(log_det, axis=-1), shape[:-1]),
         )
 
     def _forward_and_log_det(self, x, **kwargs):
-        return self._transform(x, "forward", **kwargs)
+        return self._transform(x, inverse=False, **kwargs)
 
     def _inverse_and_log_det(self, y, **kwargs):
-        return self._transform(y, "inverse", **kwargs)
+        return self._transform(y, inverse=True, **kwargs)
