@@ -5,7 +5,8 @@ import pytest
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from tfp_flows.bijectors import AffineCoupling, Planar, Radial, half_mask, parity_mask
+from tfp_flows.bijectors import AffineCoupling, Planar, Radial, Reverse, half_mask, parity_mask
+from tfp_flows.layers import PermuteLayer
 
 tfb = tfp.bijectors
 tfd = tfp.distributions
@@ -181,3 +182,18 @@ def test_planar_on_its_fold_with_w_dot_u_far_below_zero_is_finite():
     assert np.all(np.isfinite(flow.inverse(y))) and np.all(
         np.isfinite(flow.inverse_log_det_jacobian(tf.identity(y), event_ndims=1))
     )
+
+
+@pytest.mark.parametrize("permutation", [[2, 1, 0], [1, 2, 0]], ids=["reversal", "other"])
+def test_permute_layer_is_tfps_permute(permutation):
+    layer = PermuteLayer(permutation)
+    layer.build((None, 3))
+    expected = tfb.Permute(permutation)
+    # A reversal runs as Reverse (tf.reverse), any other permutation as TFP's Permute.
+    assert isinstance(layer.bijector, Reverse if permutation == [2, 1, 0] else tfb.Permute)
+    x = tf.constant(np.arange(12.0).reshape(2, 2, 3))
+    np.testing.assert_array_equal(layer.bijector.forward(x), expected.forward(x))
+    np.testing.assert_array_equal(layer.bijector.inverse(x), expected.inverse(x))
+    for direction in ("forward", "inverse"):
+        log_det = getattr(layer.bijector, f"{direction}_log_det_jacobian")(x, event_ndims=1)
+        np.testing.assert_array_equal(tf.broadcast_to(log_det, [2, 2]), np.zeros((2, 2)))

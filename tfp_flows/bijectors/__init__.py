@@ -15,6 +15,7 @@ from tfp_flows.bijectors.image_coupling import MaskedImageCoupling
 from tfp_flows.bijectors.multiscale import MultiScale
 from tfp_flows.bijectors.planar import Planar
 from tfp_flows.bijectors.radial import Radial
+from tfp_flows.bijectors.reverse import Reverse
 from tfp_flows.bijectors.spline_coupling import SplineCoupling
 from tfp_flows.bijectors.squeeze import Squeeze
 
@@ -29,6 +30,7 @@ __all__ = [
     "MultiScale",
     "Planar",
     "Radial",
+    "Reverse",
     "SplineCoupling",
     "Squeeze",
     "half_mask",

@@ -77,7 +77,8 @@ class MaskedDense(keras.layers.Layer):
 
     def call(self, inputs):
         mask = tf.constant(self.mask, dtype=self.compute_dtype)
-        return self.activation(tf.matmul(inputs, self.kernel * mask) + self.bias)
+        # bias_add: its gradient is one op; a broadcasting + takes several shape ops.
+        return self.activation(tf.nn.bias_add(tf.matmul(inputs, self.kernel * mask), self.bias))
 
 
 @keras.saving.register_keras_serializable(package="tfp_flows")
