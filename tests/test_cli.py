@@ -82,10 +82,27 @@ def test_patience_validates_on_a_training_split_not_the_test_set(tmp_path):
 
 
 def test_bad_numbers_are_usage_errors():
-    for option in ("--num-layers", "--epochs", "--batch-size"):
+    for option in ("--num-layers", "--epochs", "--batch-size", "--num-bins"):
         with pytest.raises(SystemExit) as exit_info:
             cli.build_parser().parse_args(["train", option, "0"])
         assert exit_info.value.code == 2
+
+
+def test_num_bins_is_for_spline_flows_only(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["train", "--flow", "realnvp", "--num-bins", "16"])
+    assert exit_info.value.code == 2
+    assert "--num-bins applies to spline flows (nsf), not to realnvp" in capsys.readouterr().err
+
+
+def test_num_bins_reaches_the_spline_couplings(tmp_path):
+    out = tmp_path / "nsf"
+    argv = ["train", "--dataset", "circles", "--flow", "nsf", "--num-bins", "4", "--num-layers"]
+    argv += ["2", "--hidden-units", "8", "--epochs", "1", "--num-train", "1000", "--num-test"]
+    assert cli.main([*argv, "100", "--out", str(out), "--verbose", "0"]) == 0
+    model = keras.models.load_model(out / "model.keras")
+    splines = [layer for layer in model.flow_layers if hasattr(layer, "num_bins")]
+    assert [layer.num_bins for layer in splines] == [4, 4]
 
 
 def test_export_and_inspect_a_run(tmp_path, capsys):

@@ -20,12 +20,12 @@ from tfp_flows.training import cosine_adam, steps_per_call
 JIT_COMPILE = {"auto": "auto", "on": True, "off": False}
 
 
-def _default_layers(family):
-    return inspect.signature(flows.FLOWS[family]).parameters["num_layers"].default
+def _default(family, argument):
+    return inspect.signature(flows.FLOWS[family]).parameters[argument].default
 
 
-def _takes_hidden_units(family):
-    return "hidden_units" in inspect.signature(flows.FLOWS[family]).parameters
+def _takes(family, argument):
+    return argument in inspect.signature(flows.FLOWS[family]).parameters
 
 
 def _positive(text):
@@ -66,7 +66,7 @@ def build_parser():
         type=_positive,
         default=None,
         help="flow steps (default: "
-        + ", ".join(f"{_default_layers(f)} for {f}" for f in sorted(flows.FLOWS))
+        + ", ".join(f"{_default(f, 'num_layers')} for {f}" for f in sorted(flows.FLOWS))
         + ")",
     )
     train.add_argument(
@@ -75,7 +75,15 @@ def build_parser():
         nargs="+",
         default=[64, 64],
         help="widths of the hidden layers of each step's network ("
-        + ", ".join(f for f in sorted(flows.FLOWS) if _takes_hidden_units(f))
+        + ", ".join(f for f in sorted(flows.FLOWS) if _takes(f, "hidden_units"))
+        + ")",
+    )
+    train.add_argument(
+        "--num-bins",
+        type=_positive,
+        default=None,
+        help="spline bins per element (nsf; default: "
+        + str(_default("nsf", "num_bins"))
         + ")",
     )
     train.add_argument("--epochs", type=_positive, default=100, help="passes over the training set")
@@ -173,8 +181,10 @@ def train(args):
     out = args.out or os.path.join("runs", data.name)
     keras.utils.set_random_seed(args.seed)
     options = {"num_layers": args.num_layers} if args.num_layers else {}
-    if _takes_hidden_units(args.flow):
+    if _takes(args.flow, "hidden_units"):
         options["hidden_units"] = args.hidden_units
+    if args.num_bins is not None:
+        options["num_bins"] = args.num_bins
     model = flows.FLOWS[args.flow](
         data.event_size, standardize=data.train if args.standardize else None, **options
     )
@@ -291,7 +301,10 @@ def inspect_export(args):
 
 
 def main(argv=None):
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "train" and args.num_bins is not None and not _takes(args.flow, "num_bins"):
+        parser.error(f"--num-bins applies to spline flows (nsf), not to {args.flow}")
     command = {"train": train, "export": export, "inspect": inspect_export}[args.command]
     try:
         return command(args)
