@@ -82,9 +82,7 @@ def build_parser():
         "--num-bins",
         type=_positive,
         default=None,
-        help="spline bins per element (nsf; default: "
-        + str(_default("nsf", "num_bins"))
-        + ")",
+        help="spline bins per element (nsf; default: " + str(_default("nsf", "num_bins")) + ")",
     )
     train.add_argument("--epochs", type=_positive, default=100, help="passes over the training set")
     train.add_argument("--batch-size", type=_positive, default=512, help="examples per step")

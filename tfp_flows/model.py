@@ -12,6 +12,7 @@ import tensorflow_probability as tfp
 from tfp_flows import validation
 from tfp_flows.bijectors.actnorm import data_dependent_initialization
 from tfp_flows.layers import FlowLayer
+from tfp_flows.layers.base import split_mixed_policy
 
 tfb = tfp.bijectors
 tfd = tfp.distributions
@@ -67,12 +68,9 @@ class FlowModel(keras.Model):
 
     def __init__(self, flow_layers, event_shape=None, base_distribution=None, **kwargs):
         super().__init__(**kwargs)
-        policy = self.dtype_policy
-        if policy.compute_dtype != policy.variable_dtype:
-            raise ValueError(
-                f"FlowModel needs one float dtype for weights and computation (log-dets "
-                f"lose too much precision otherwise), got the policy {policy.name}."
-            )
+        # A mixed policy is the flow layers' business (their networks compute in 16
+        # bits); the model's data, base distribution, log-dets and loss stay float32.
+        self._given_dtype_policy = split_mixed_policy(self)
         if base_distribution is not None:
             _check_base_distribution(base_distribution, self.dtype)
         self.event_shape = _event_shape(event_shape, base_distribution)
@@ -361,6 +359,12 @@ class FlowModel(keras.Model):
                 "FlowModel trains by maximum likelihood and takes no `loss`; "
                 "compile it with an optimizer only."
             )
+        if self._given_dtype_policy.compute_dtype == "float16":
+            # Keras' own rule for "mixed_float16" models, which this model's float32
+            # policy would skip: scale the loss so that float16 gradients don't underflow.
+            optimizer = keras.optimizers.get(optimizer)
+            if not isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+                optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
         super().compile(optimizer=optimizer, **kwargs)
 
     def compile_from_config(self, config):
@@ -447,6 +451,7 @@ class FlowModel(keras.Model):
             )
         return {
             **super().get_config(),
+            "dtype": keras.dtype_policies.serialize(self._given_dtype_policy),
             "flow_layers": [keras.saving.serialize_keras_object(s) for s in self.flow_layers],
             "event_shape": list(self.event_shape),
         }

@@ -5,6 +5,20 @@ import keras
 from tfp_flows.validation import check_context_size
 
 
+def split_mixed_policy(layer):
+    """Keeps a mixed policy (e.g. "mixed_bfloat16") for the networks; the layer itself computes
+    in the variable dtype. Returns the policy the layer was given, for its networks and config.
+
+    A flow's values and log-determinants add up over many steps and lose too
+    much in 16-bit floats, so only the networks that compute the steps'
+    parameters run in the policy's compute dtype (their outputs are cast back).
+    """
+    policy = layer.dtype_policy
+    if policy.compute_dtype != policy.variable_dtype:
+        layer.dtype_policy = policy.variable_dtype
+    return policy
+
+
 class FlowLayer(keras.layers.Layer):
     """Base class: a Keras 3 layer that owns the weights of one bijector.
 
@@ -14,7 +28,10 @@ class FlowLayer(keras.layers.Layer):
     `variable.value`; derived parameters are computed inside the bijector's
     methods, so they follow the weights as they train.
 
-    Subclasses implement `build_weights(event_size)` and `make_bijector()`.
+    Subclasses implement `build_weights(event_size)` and `make_bijector()`,
+    and create their networks (and sub-steps) with `dtype=self.network_dtype_policy`:
+    under a mixed policy ("mixed_bfloat16", "mixed_float16") the networks
+    compute in 16 bits while the step's own values and log-dets stay in float32.
     The bijector exists once the layer is built (`layer.bijector`); calling
     the layer applies the bijector's forward map (base → data).
 
@@ -29,6 +46,7 @@ class FlowLayer(keras.layers.Layer):
 
     def __init__(self, context_size=None, **kwargs):
         super().__init__(**kwargs)
+        self.network_dtype_policy = split_mixed_policy(self)
         self.context_size = check_context_size(context_size)
         if self.conditional and not self.supports_context:
             raise ValueError(f"{type(self).__name__} cannot be conditional: it takes no context.")
@@ -84,6 +102,7 @@ class FlowLayer(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
+        config["dtype"] = keras.dtype_policies.serialize(self.network_dtype_policy)
         if self.conditional:
             config["context_size"] = self.context_size
         return config

@@ -126,20 +126,27 @@ class ConvShiftAndLogScaleNetwork(keras.layers.Layer):
         self.num_blocks = int(num_blocks)
         self.context_size = context_size
 
-    def _conv(self, channels, name, zero=False):
+    @property
+    def input_dtype(self):
+        # Keras would cast the inputs to the compute dtype: the first layer reads float32.
+        return self.dtype_policy.variable_dtype
+
+    def _conv(self, channels, name, zero=False, outer=False):
+        # Under a mixed policy the input and output convolutions stay in the variable
+        # dtype and the residual blocks compute in 16 bits (see `Conditioner`).
         return keras.layers.Conv2D(
             channels,
             3,
             padding="same",
             kernel_initializer="zeros" if zero else "glorot_uniform",
-            dtype=self.dtype_policy,
+            dtype=self.dtype_policy.variable_dtype if outer else self.dtype_policy,
             name=name,
         )
 
     def build(self, input_shape):
         height, width, channels = input_shape[-3:]
         channels += self.context_size or 0
-        self.input_conv = self._conv(self.hidden_channels, "input")
+        self.input_conv = self._conv(self.hidden_channels, "input", outer=True)
         self.input_conv.build((None, height, width, channels))
         self.blocks = []
         for i in range(self.num_blocks):
@@ -147,7 +154,9 @@ class ConvShiftAndLogScaleNetwork(keras.layers.Layer):
             for conv in pair:
                 conv.build((None, height, width, self.hidden_channels))
             self.blocks.append(pair)
-        self.output_conv = self._conv(2 * self.output_channels, "shift_and_log_scale", zero=True)
+        self.output_conv = self._conv(
+            2 * self.output_channels, "shift_and_log_scale", zero=True, outer=True
+        )
         self.output_conv.build((None, height, width, self.hidden_channels))
 
     def call(self, inputs, context=None):
@@ -175,7 +184,8 @@ class ConvShiftAndLogScaleNetwork(keras.layers.Layer):
             tf.size(flat) > 0,
             lambda: self._resnet(flat),
             lambda: tf.zeros(
-                tf.concat([tf.shape(flat)[:-1], [2 * self.output_channels]], 0), flat.dtype
+                tf.concat([tf.shape(flat)[:-1], [2 * self.output_channels]], 0),
+                self.dtype_policy.variable_dtype,
             ),
         )
         out = tf.reshape(out, tf.concat([batch_shape, event[:2], [2 * self.output_channels]], 0))
@@ -183,7 +193,7 @@ class ConvShiftAndLogScaleNetwork(keras.layers.Layer):
         return shift, log_scale
 
     def _resnet(self, images):
-        hidden = tf.nn.relu(self.input_conv(images))
+        hidden = tf.cast(tf.nn.relu(self.input_conv(images)), self.compute_dtype)
         for first, second in self.blocks:
             hidden = tf.nn.relu(hidden + second(tf.nn.relu(first(hidden))))
         return self.output_conv(hidden)
@@ -241,7 +251,7 @@ class ImageCouplingLayer(FlowLayer):
             self.hidden_channels,
             self.num_blocks,
             self.context_size,
-            dtype=self.dtype_policy,
+            dtype=self.network_dtype_policy,
             name="network",
         )
         # The network sees the masked image and the mask: 2C channels.
@@ -345,15 +355,15 @@ class MultiScaleLayer(FlowLayer):
             num_blocks=self.num_blocks,
             log_scale_clamp=self.log_scale_clamp,
             context_size=self.context_size,
-            dtype=self.dtype_policy,
+            dtype=self.network_dtype_policy,
         )
         prefix = f"level_{level}_step_{index}"
         if self.step == "realnvp":
             mask = "checkerboard" if index % 4 < 2 else "channel"
             return [ImageCouplingLayer(mask, index % 2 == 1, name=f"{prefix}_coupling", **common)]
         return [
-            ActNormLayer(dtype=self.dtype_policy, name=f"{prefix}_act_norm"),
-            InvertibleConv1x1Layer(dtype=self.dtype_policy, name=f"{prefix}_conv_1x1"),
+            ActNormLayer(dtype=self.network_dtype_policy, name=f"{prefix}_act_norm"),
+            InvertibleConv1x1Layer(dtype=self.network_dtype_policy, name=f"{prefix}_conv_1x1"),
             ImageCouplingLayer("channel", index % 2 == 1, name=f"{prefix}_coupling", **common),
         ]
 

@@ -118,7 +118,7 @@ class MADE(Conditioner):
                 mask,
                 self.activation,
                 bias_initializer=self.hidden_bias_initializer(mask.shape[0]),
-                dtype=self.dtype_policy,
+                dtype=self.outer_dtype_policy if i == 0 else self.dtype_policy,
                 name=f"hidden_{i}",
             )
             layer.build((None, mask.shape[0]))
@@ -126,7 +126,7 @@ class MADE(Conditioner):
         self.output_layer = MaskedDense(
             masks[-1],
             kernel_initializer="zeros",
-            dtype=self.dtype_policy,
+            dtype=self.outer_dtype_policy,
             name="shift_and_log_scale",
         )
         self.output_layer.build((None, masks[-1].shape[0]))
@@ -188,7 +188,7 @@ class MaskedAutoregressiveLayer(FlowLayer):
             self.hidden_units,
             self.activation,
             self.context_size,
-            dtype=self.dtype_policy,
+            dtype=self.network_dtype_policy,
             name="network",
         )
         self.network.build((None, event_size))

@@ -56,7 +56,7 @@ class SplineCouplingLayer(CouplingLayer):
             self.hidden_units,
             self.activation,
             self.context_size,
-            dtype=self.dtype_policy,
+            dtype=self.network_dtype_policy,
             name="network",
         )
 
