@@ -67,3 +67,18 @@ def test_memory_benchmark_runs(tmp_path):
     )
     assert report["verdict"] in ("no growth", "GROWS")
     assert "MB/epoch" in printed
+
+
+def test_toy_quality_benchmark_runs(tmp_path):
+    out = tmp_path / "toy_quality.json"
+    flow = ["--flow", "nsf", "--num-layers", "2", "--num-bins", "4", "--hidden-units", "8"]
+    printed = _run(
+        "toy_quality.py", "--datasets", "moons", "--epochs", "2", "--num-train", "1000",
+        *flow, "--out", str(out),
+    )  # fmt: skip
+    (row,) = json.loads(out.read_text())["runs"]
+    assert row["dataset"] == "moons" and row["steps"] == 4
+    assert row["command"].startswith("tfp-flows train --dataset moons --num-train 1000")
+    assert " ".join(flow) in row["command"]
+    assert row["test_nll"] > 0.29 and isinstance(row["met"], bool)
+    assert "| moons |" in printed
