@@ -37,6 +37,7 @@ def test_main_job_options_exist():
     arguments = main_job.split("tfp-flows ", 1)[1].split()
     args = build_parser().parse_args(arguments)  # exits on an unknown option
     assert (args.dataset, args.flow) == ("moons", "realnvp")
+    assert args.export == "saved_models"  # the main job also writes a TF Serving export
 
 
 def _rest_examples():
