@@ -4,7 +4,7 @@ The same map as TFP's `tfb.RationalQuadraticSpline` (identity tails, end
 slopes 1), written for the shape a coupling has, [N, n, K] knots for [N, n]
 points: one bin search and one selection serve both the value and its
 log-derivative, where the TFP bijector builds them in separate passes with
-a general broadcasting search. `tests/test_spline.py` checks both against TFP.
+a general broadcasting search. `tests/test_nsf_maf.py` checks both against TFP.
 """
 
 import tensorflow as tf

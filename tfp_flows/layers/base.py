@@ -19,6 +19,28 @@ def split_mixed_policy(layer):
     return policy
 
 
+class NetworkWithFloat32Ends:
+    """Mixin for the networks inside flow steps (`Conditioner`, the image couplings' ResNet).
+
+    Under a mixed policy ("mixed_bfloat16", "mixed_float16") such a network
+    gives its first and last layers `outer_dtype_policy` and takes its inputs
+    as they are: it reads the flow's values and writes the step's parameters
+    in float32 and computes in 16 bits in between (a 16-bit first layer would
+    round the inputs, to 3 digits in bfloat16, and so lower the
+    log-likelihood of a sharp density). Without one, both are the layer's dtype.
+    """
+
+    @property
+    def outer_dtype_policy(self):
+        """The policy of the first and the last layer: the variable dtype, never 16-bit."""
+        return self.dtype_policy.variable_dtype
+
+    @property
+    def input_dtype(self):
+        # Keras would cast the inputs to the compute dtype: the first layer reads float32.
+        return self.dtype_policy.variable_dtype
+
+
 class FlowLayer(keras.layers.Layer):
     """Base class: a Keras 3 layer that owns the weights of one bijector.
 

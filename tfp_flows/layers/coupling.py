@@ -14,11 +14,11 @@ import numpy as np
 import tensorflow as tf
 
 from tfp_flows.bijectors import AffineCoupling
-from tfp_flows.layers.base import FlowLayer
+from tfp_flows.layers.base import FlowLayer, NetworkWithFloat32Ends
 from tfp_flows.validation import check_context_size
 
 
-class Conditioner(keras.layers.Layer):
+class Conditioner(NetworkWithFloat32Ends, keras.layers.Layer):
     """Base class of the networks that compute a flow step's parameters.
 
     `network(inputs, context=None)` takes inputs of shape [..., n_in] with any
@@ -31,26 +31,13 @@ class Conditioner(keras.layers.Layer):
 
     Subclasses create their weights in `build_network(input_size)` and
     implement `_network(inputs)` for inputs of shape [batch, n_in + context_size].
-    Under a mixed policy ("mixed_bfloat16", "mixed_float16") they give their
-    first and last layers `outer_dtype_policy`: the network reads the flow's
-    values and writes the step's parameters in float32 and computes in 16
-    bits in between (a 16-bit first layer would round the inputs, to 3
-    digits in bfloat16, and so lower the log-likelihood of a sharp density).
+    Under a mixed policy they give their first and last layers
+    `outer_dtype_policy` (see `NetworkWithFloat32Ends`).
     """
 
     def __init__(self, context_size=None, **kwargs):
         super().__init__(**kwargs)
         self.context_size = check_context_size(context_size)
-
-    @property
-    def outer_dtype_policy(self):
-        """The policy of the first and the last layer: the variable dtype, never 16-bit."""
-        return self.dtype_policy.variable_dtype
-
-    @property
-    def input_dtype(self):
-        # Keras would cast the inputs to the compute dtype: the first layer reads float32.
-        return self.dtype_policy.variable_dtype
 
     def build(self, input_shape):
         input_size = int(input_shape[-1])

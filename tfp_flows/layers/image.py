@@ -22,7 +22,7 @@ from tfp_flows.bijectors.image_coupling import (
 )
 from tfp_flows.bijectors.multiscale import MultiScale
 from tfp_flows.bijectors.squeeze import check_squeezable
-from tfp_flows.layers.base import FlowLayer
+from tfp_flows.layers.base import FlowLayer, NetworkWithFloat32Ends
 
 tfb = tfp.bijectors
 
@@ -108,7 +108,7 @@ class InvertibleConv1x1Layer(FlowLayer):
 
 
 @keras.saving.register_keras_serializable(package="tfp_flows")
-class ConvShiftAndLogScaleNetwork(keras.layers.Layer):
+class ConvShiftAndLogScaleNetwork(NetworkWithFloat32Ends, keras.layers.Layer):
     """A small ResNet: images [..., H, W, C_in] → (shift, log_scale), each [..., H, W, C].
 
     3×3 convolution, `num_blocks` residual blocks (two 3×3 convolutions with
@@ -126,20 +126,15 @@ class ConvShiftAndLogScaleNetwork(keras.layers.Layer):
         self.num_blocks = int(num_blocks)
         self.context_size = context_size
 
-    @property
-    def input_dtype(self):
-        # Keras would cast the inputs to the compute dtype: the first layer reads float32.
-        return self.dtype_policy.variable_dtype
-
     def _conv(self, channels, name, zero=False, outer=False):
         # Under a mixed policy the input and output convolutions stay in the variable
-        # dtype and the residual blocks compute in 16 bits (see `Conditioner`).
+        # dtype and the residual blocks compute in 16 bits (`NetworkWithFloat32Ends`).
         return keras.layers.Conv2D(
             channels,
             3,
             padding="same",
             kernel_initializer="zeros" if zero else "glorot_uniform",
-            dtype=self.dtype_policy.variable_dtype if outer else self.dtype_policy,
+            dtype=self.outer_dtype_policy if outer else self.dtype_policy,
             name=name,
         )
 
