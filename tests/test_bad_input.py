@@ -3,6 +3,7 @@ anything is written or any weight changes."""
 
 import keras
 import numpy as np
+import pandas as pd
 import pytest
 import tensorflow as tf
 
@@ -33,6 +34,34 @@ def _corrupt_saved_model(model, tmp_path):
     (tmp_path / "m" / "1" / "saved_model.pb").write_bytes(b"not a protobuf")
     describe(tmp_path / "m")
 
+
+def _dataset(array, batch_size=4):
+    return tf.data.Dataset.from_tensor_slices(np.asarray(array)).batch(batch_size)
+
+
+def _frame(array, columns=("a", "b")):
+    return pd.DataFrame(np.asarray(array), columns=list(columns))
+
+
+def _generator(*batches):
+    def generate():
+        for batch in batches:
+            yield (np.asarray(batch, F32),)
+
+    return generate()
+
+
+def _nan_at(rows, row, width=2):
+    x = np.random.default_rng(0).standard_normal((rows, width)).astype(F32)
+    x[row, 0] = np.nan
+    return x
+
+
+def _fit_quietly(model, data, **kwargs):
+    return model.fit(data, verbose=0, shuffle=False, **kwargs)
+
+
+GOOD = np.random.default_rng(1).standard_normal((8, 2)).astype(F32)
 
 # (row, action(model, tmp_path), error type, message pattern)
 ROWS = [
@@ -128,7 +157,255 @@ ROWS = [
         "positive integer scalar",
     ),
     ("sample: bad seed", lambda m, t: m.sample(3, seed=[1.5, 2.0]), ValueError, "stateless int32"),
+    # Sample weights: honoured, so checked like the data.
+    (
+        "fit: sample_weight of the wrong length",
+        lambda m, t: m.fit(GOOD, sample_weight=np.ones(5, F32), verbose=0),
+        ValueError,
+        r"sample_weight must hold one weight per example, shape \[8\], got shape \(5,\)",
+    ),
+    (
+        "fit: NaN sample_weight",
+        lambda m, t: m.fit(GOOD, sample_weight=np.full(8, np.nan, F32), verbose=0),
+        ValueError,
+        "sample_weight must be finite and non-negative; 8 of 8 are not",
+    ),
+    (
+        "fit: negative sample_weight",
+        lambda m, t: m.fit(GOOD, sample_weight=-np.eye(8)[2], verbose=0),
+        ValueError,
+        "the first is -1.0 at index 2",
+    ),
+    (
+        "fit: all-zero sample_weight",
+        lambda m, t: m.fit(GOOD, sample_weight=np.zeros(8), verbose=0),
+        ValueError,
+        "sample_weight is zero for every example",
+    ),
+    (
+        "evaluate: sample_weight of the wrong length",
+        lambda m, t: m.evaluate(GOOD, sample_weight=np.ones(9), verbose=0),
+        ValueError,
+        r"one weight per example, shape \[8\]",
+    ),
+    (
+        "fit: class_weight",
+        lambda m, t: m.fit(GOOD, class_weight={0: 1.0}, verbose=0),
+        ValueError,
+        "class_weight does not apply to a density model",
+    ),
+    # Tabular data: pandas gets the checks arrays get.
+    (
+        "fit: DataFrame with a NaN row",
+        lambda m, t: m.fit(_frame(_nan_at(8, 3)), verbose=0),
+        ValueError,
+        "x has NaN or Inf in 1 of 8 rows; the first is row 3",
+    ),
+    (
+        "fit: empty DataFrame",
+        lambda m, t: m.fit(_frame(np.zeros((0, 2), F32)), verbose=0),
+        ValueError,
+        "x is empty",
+    ),
+    (
+        "fit: DataFrame of the wrong width",
+        lambda m, t: m.fit(_frame(np.zeros((8, 3), F32), "abc"), verbose=0),
+        ValueError,
+        r"x has event shape \(3,\)",
+    ),
+    (
+        "fit: DataFrame with a text column",
+        lambda m, t: m.fit(
+            pd.DataFrame({"size": [1.0, 2.0], "city": ["paris", "oslo"]}),
+            verbose=0,
+        ),
+        ValueError,
+        r"x has non-numeric columns: 'city' \(",
+    ),
+    (
+        "evaluate: DataFrame with a NaN row",
+        lambda m, t: m.evaluate(_frame(_nan_at(8, 5)), verbose=0),
+        ValueError,
+        "the first is row 5",
+    ),
+    (
+        "log_prob: Series (one column for a 2-D flow)",
+        lambda m, t: m.log_prob(_frame(GOOD)["a"]),
+        ValueError,
+        r"x has event shape \(1,\)",
+    ),
+    (
+        "fit: rows of different lengths",
+        lambda m, t: m.fit([[0.0, 1.0], [2.0]], verbose=0),
+        ValueError,
+        "x is not a rectangular array",
+    ),
+    (
+        "fit: ragged tensor",
+        lambda m, t: m.fit(tf.ragged.constant([[0.0, 1.0], [2.0]]), verbose=0),
+        ValueError,
+        "x is a tf.RaggedTensor",
+    ),
+    (
+        "log_prob: sparse tensor",
+        lambda m, t: m.log_prob(tf.sparse.from_dense(GOOD)),
+        ValueError,
+        "x is a sparse SparseTensor",
+    ),
+    # Datasets and generators: checked batch by batch (here the first batch is bad).
+    (
+        "fit: dataset with a NaN batch",
+        lambda m, t: _fit_quietly(m, _dataset(_nan_at(8, 1))),
+        ValueError,
+        "a batch of x has NaN or Inf values in epoch 1, at its first batch: training "
+        "stopped before that batch changed any weight",
+    ),
+    (
+        "fit: dataset of the wrong width",
+        lambda m, t: _fit_quietly(m, _dataset(np.zeros((8, 3), F32))),
+        ValueError,
+        r"the data yields a batch where x has event shape \(3,\)",
+    ),
+    (
+        "fit: dataset of strings",
+        lambda m, t: _fit_quietly(m, _dataset([["a", "b"]] * 4)),
+        ValueError,
+        "the data yields batches of x of dtype string",
+    ),
+    (
+        "fit: dataset of ragged batches",
+        lambda m, t: _fit_quietly(
+            m, tf.data.Dataset.from_tensor_slices(tf.ragged.constant([[0.0, 1.0], [2.0]])).batch(2)
+        ),
+        ValueError,
+        "the data yields RaggedTensor batches",
+    ),
+    (
+        "fit: dataset of (x, labels) for an unconditional flow",
+        lambda m, t: _fit_quietly(
+            m, tf.data.Dataset.from_tensor_slices((GOOD, np.arange(8.0, dtype=F32))).batch(4)
+        ),
+        ValueError,
+        r"this flow is not conditional, but the data yields \(x, y\) pairs",
+    ),
+    (
+        "fit: empty dataset",
+        lambda m, t: _fit_quietly(m, _dataset(np.zeros((0, 2), F32))),
+        ValueError,
+        "the data yielded no batches",
+    ),
+    (
+        "fit: generator with a NaN batch",
+        lambda m, t: _fit_quietly(m, _generator(_nan_at(4, 0), GOOD[:4])),
+        ValueError,
+        "a batch of x has NaN or Inf values",
+    ),
+    (
+        "evaluate: dataset with a NaN batch",
+        lambda m, t: m.evaluate(_dataset(_nan_at(8, 6)), verbose=0),
+        ValueError,
+        "a batch of x has NaN or Inf values: evaluation stopped",
+    ),
+    (
+        "fit: sample_weight with a dataset",
+        lambda m, t: m.fit(_dataset(GOOD), sample_weight=np.ones(8), verbose=0),
+        ValueError,
+        "sample_weight goes with array data",
+    ),
+    (
+        "initialize_from_data: NaN batch",
+        lambda m, t: m.initialize_from_data(_nan_at(4, 2)),
+        ValueError,
+        "the initialisation batch has NaN or Inf in 1 of 4 rows",
+    ),
+    # Integers that would wrap in int32.
+    (
+        "sample: n beyond int32",
+        lambda m, t: m.sample(2**32 + 3),
+        ValueError,
+        "n must be at most 2147483647, got 4294967299",
+    ),
+    (
+        "sample: numpy int64 n beyond int32",
+        lambda m, t: m.sample(np.int64(2**31)),
+        ValueError,
+        "n must be at most 2147483647",
+    ),
+    (
+        "sample: int64 tensor n beyond int32",
+        lambda m, t: m.sample(tf.constant(2**31 + 5, tf.int64)),
+        ValueError,
+        "n must be at most 2147483647",
+    ),
+    ("sample: negative seed", lambda m, t: m.sample(3, seed=-1), ValueError, r"seed must be"),
+    (
+        "sample: seed beyond 64 bits",
+        lambda m, t: m.sample(3, seed=2**64),
+        ValueError,
+        r"seed must be an int in \[0, 2\*\*64\)",
+    ),
+    (
+        "sample: seed pair beyond int32",
+        lambda m, t: m.sample(3, seed=np.array([0, 2**31], np.int64)),
+        ValueError,
+        "does not fit in int32",
+    ),
+    (
+        "sample: infinite temperature",
+        lambda m, t: m.sample(3, temperature=float("inf")),
+        ValueError,
+        "temperature must be positive and finite",
+    ),
+    (
+        "sample: NaN temperature",
+        lambda m, t: m.sample(3, temperature=float("nan")),
+        ValueError,
+        "temperature must be positive",
+    ),
+    (
+        "factory: num_layers beyond reason",
+        lambda m, t: flows.realnvp(2, num_layers=2**40),
+        ValueError,
+        "num_layers must be a positive integer no larger than 10000",
+    ),
+    (
+        "factory: hidden units of 0",
+        lambda m, t: flows.realnvp(2, hidden_units=(64, 0)),
+        ValueError,
+        "each of hidden_units must be a positive integer",
+    ),
+    # Degenerate data for standardisation.
+    (
+        "standardize: a constant column",
+        lambda m, t: flows.realnvp(2, standardize=np.c_[GOOD[:, 0], np.full(8, 3.0)]),
+        ValueError,
+        r"columns \[1\] of the data are constant \(column 1 is always 3.0\)",
+    ),
+    (
+        "standardize: a column float32 cannot resolve",
+        lambda m, t: flows.realnvp(2, standardize=np.c_[GOOD[:, 0], 1e4 + 1e-7 * np.arange(8.0)]),
+        ValueError,
+        "vary too little for float32",
+    ),
+    (
+        "standardize: NaN",
+        lambda m, t: flows.realnvp(2, standardize=_nan_at(8, 4)),
+        ValueError,
+        "standardize has NaN or Inf in 1 of 8 rows",
+    ),
     ("export: existing version", _export_twice, FileExistsError, "already exists"),
+    (
+        "export: max_samples of 0",
+        lambda m, t: export_saved_model(m, t, "m", max_samples=0),
+        ValueError,
+        "max_samples must be a positive integer",
+    ),
+    (
+        "export: version beyond int64",
+        lambda m, t: export_saved_model(m, t, "m", version=2**63),
+        ValueError,
+        "version must be a positive integer no larger than",
+    ),
     (
         "export: path through a file",
         _export_into_a_file,
@@ -218,6 +495,36 @@ CONDITIONAL_ROWS = [
         r"context has event shape \(2,\)",
     ),
     ("predict: x alone", lambda m: m.predict(X, verbose=0), "pass \\(x, context\\) pairs"),
+    (
+        "log_prob: NaN in a context",
+        lambda m: m.log_prob(X, context=np.where(np.eye(8, 3) > 0, np.nan, 0).astype(F32)),
+        "context has NaN or Inf in 3 of 8 rows; the first is row 0",
+    ),
+    (
+        "sample: Inf in a context",
+        lambda m: m.sample(2, context=np.array([[0.0, np.inf, 0.0]], F32)),
+        "context has NaN or Inf in 1 of 1 rows",
+    ),
+    (
+        "forward: NaN in one context for all",
+        lambda m: m.forward(X, context=np.array([0.0, np.nan, 1.0], F32)),
+        "context has NaN or Inf",
+    ),
+    (
+        "fit: sample_weight of the wrong length",
+        lambda m: m.fit(X, CONTEXT, sample_weight=np.ones(3)),
+        r"sample_weight must hold one weight per example, shape \[8\]",
+    ),
+    (
+        "fit: a dataset with a NaN context",
+        lambda m: m.fit(
+            tf.data.Dataset.from_tensor_slices(
+                (X, np.where(np.eye(8, 3) > 0, np.nan, 0).astype(F32))
+            ).batch(4),
+            verbose=0,
+        ),
+        "a batch of context has NaN or Inf values in epoch 1, at its first batch",
+    ),
 ]
 
 

@@ -124,11 +124,15 @@ def load(name, num_train=20000, num_test=5000, seed=0, dtype=np.float32):
 
     For `digits` the split is fixed (1500/297) and num_train/num_test are ignored.
     """
-    rng = np.random.default_rng(seed)
+    from tfp_flows.validation import check_integer
+
+    if name != "digits" and name not in TOY_2D:
+        raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(NAMES)}.")
+    num_train = check_integer(num_train, "num_train")
+    num_test = check_integer(num_test, "num_test")
+    rng = np.random.default_rng(check_integer(seed, "seed", minimum=0, maximum=None))
     if name == "digits":
         return digits(rng, dtype)
-    if name not in TOY_2D:
-        raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(NAMES)}.")
     points = TOY_2D[name](num_train + num_test, rng).astype(dtype)
     return Dataset(name, points[:num_train], points[num_train:])
 
@@ -303,6 +307,14 @@ def load_file(path, test_fraction=0.1, seed=0, dtype=np.float32):
     if points.ndim != 2 or len(points) < 2:
         raise ValueError(
             f"{path} must hold a 2-D table [N, D] with N >= 2, got shape {points.shape}."
+        )
+    finite = np.isfinite(points).all(axis=1)
+    if not finite.all():
+        bad = np.flatnonzero(~finite)
+        raise ValueError(
+            f"{path} has missing or non-finite values (NaN, Inf) in {len(bad)} of "
+            f"{len(points)} rows, the first in row {bad[0]} (0-based, after any header): "
+            f"{points[bad[0]].tolist()}; drop or impute those rows first."
         )
     order = np.random.default_rng(seed).permutation(len(points))
     num_test = max(1, int(round(test_fraction * len(points))))

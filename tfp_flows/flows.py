@@ -2,6 +2,7 @@
 
 import numpy as np
 
+from tfp_flows import validation
 from tfp_flows.bijectors import half_mask
 from tfp_flows.layers import (
     AffineCouplingLayer,
@@ -53,7 +54,7 @@ def realnvp(
             dtype=dtype,
             name=f"coupling_{i}",
         )
-        for i in range(num_layers)
+        for i in range(_num_layers(num_layers))
     ]
     return _model(steps, dim, standardize, model_kwargs)
 
@@ -98,7 +99,7 @@ def nsf(
             dtype=dtype,
             name=f"spline_coupling_{i}",
         )
-        for i in range(num_layers)
+        for i in range(_num_layers(num_layers))
     ]
     return _model(steps, dim, standardize, model_kwargs)
 
@@ -131,7 +132,7 @@ def maf(
     _check_dim(dim, minimum=2, family="maf")
     dtype = model_kwargs.get("dtype")
     steps = []
-    for i in range(num_layers):
+    for i in range(_num_layers(num_layers)):
         if i:
             steps.append(PermuteLayer.reverse(dim, dtype=dtype, name=f"reverse_{i}"))
         steps.append(
@@ -150,7 +151,7 @@ def planar(dim, num_layers=16, standardize=None, **model_kwargs):
     """A stack of `num_layers` planar flows (Rezende & Mohamed, 2015)."""
     _check_dim(dim, minimum=1, family="planar")
     dtype = model_kwargs.get("dtype")
-    steps = [PlanarLayer(dtype=dtype, name=f"planar_{i}") for i in range(num_layers)]
+    steps = [PlanarLayer(dtype=dtype, name=f"planar_{i}") for i in range(_num_layers(num_layers))]
     return _model(steps, dim, standardize, model_kwargs)
 
 
@@ -158,7 +159,7 @@ def radial(dim, num_layers=16, standardize=None, **model_kwargs):
     """A stack of `num_layers` radial flows (Rezende & Mohamed, 2015)."""
     _check_dim(dim, minimum=1, family="radial")
     dtype = model_kwargs.get("dtype")
-    steps = [RadialLayer(dtype=dtype, name=f"radial_{i}") for i in range(num_layers)]
+    steps = [RadialLayer(dtype=dtype, name=f"radial_{i}") for i in range(_num_layers(num_layers))]
     return _model(steps, dim, standardize, model_kwargs)
 
 
@@ -217,7 +218,12 @@ FLOWS = {"realnvp": realnvp, "nsf": nsf, "maf": maf, "planar": planar, "radial":
 
 
 def _hidden_units(hidden_units):
-    return (hidden_units,) if np.isscalar(hidden_units) else tuple(hidden_units)
+    units = (hidden_units,) if np.isscalar(hidden_units) else tuple(hidden_units)
+    return tuple(validation.check_integer(u, "each of hidden_units") for u in units)
+
+
+def _num_layers(num_layers):
+    return validation.check_integer(num_layers, "num_layers", maximum=10_000)
 
 
 def _model(steps, dim, standardize, model_kwargs):

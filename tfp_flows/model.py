@@ -1,8 +1,9 @@
 """`FlowModel`: a Keras 3 model whose distribution is a TFP TransformedDistribution."""
 
+import contextlib
 import functools
+import inspect
 import math
-import numbers
 
 import keras
 import numpy as np
@@ -87,6 +88,7 @@ class FlowModel(keras.Model):
         self.bits_per_dim_tracker = keras.metrics.Mean(name="bits_per_dim")
         # Compiled eager entry points, kept out of Keras and TF object tracking.
         object.__setattr__(self, "_compiled", {})
+        self._chunk_size = 65536 if len(self.event_shape) == 1 else 1024
         events = (None,) + self.event_shape
         # A conditional model's inputs are (x, context) pairs (Keras' default
         # SavedModel signature is traced from the shapes given here).
@@ -124,6 +126,20 @@ class FlowModel(keras.Model):
     def conditional(self):
         return self.context_size is not None
 
+    @property
+    def chunk_size(self):
+        """Most rows one compiled call takes: larger eager inputs run in chunks of this many.
+
+        Bounds the memory of `log_prob`, `sample`, `forward` and `inverse` on
+        millions of points to their inputs and outputs plus one chunk's
+        activations. 65536 for vector events, 1024 for images.
+        """
+        return self._chunk_size
+
+    @chunk_size.setter
+    def chunk_size(self, value):
+        self._chunk_size = validation.check_integer(value, "chunk_size")
+
     def bijector_kwargs(self, context):
         """The `bijector_kwargs` that route `context` to every conditional step."""
         return {
@@ -133,10 +149,17 @@ class FlowModel(keras.Model):
         }
 
     def log_prob(self, x, context=None):
-        """log p(x) (or log p(x | context)) per example, exact; x has shape [..., *event_shape]."""
+        """log p(x) (or log p(x | context)) per example, exact; x has shape [..., *event_shape].
+
+        Every input gets the right answer: a row with NaN gives NaN; a row
+        with ±Inf, or outside the support of a bounded flow (an image flow's
+        stretched pixel range, see `LogitLayer`), gives -inf (density 0). A
+        context with NaN or Inf is refused eagerly; inside a graph (an
+        export) its rows give NaN.
+        """
         x = validation.check_events(x, self.event_shape, self.dtype)
-        self._check_values(x)
-        return self._run("log_prob", self._log_prob, x, *self._conditional_args(x, context))
+        args = self._conditional_args(x, context)
+        return self._run_batched("log_prob", self._guarded_log_prob, x, *args)
 
     def prob(self, x, context=None):
         return tf.exp(self.log_prob(x, context))
@@ -146,49 +169,98 @@ class FlowModel(keras.Model):
         return -self.log_prob(x, context) / (self.event_size * math.log(2.0))
 
     def sample(self, n, seed=None, context=None, temperature=None):
-        """Draws `n` samples; the same `seed` (int or stateless int32[2]) gives the same ones.
+        """Draws `n` samples; the same `seed` gives the same ones.
 
+        `seed` is an int in [0, 2**64) or a stateless seed, two int32 values
+        (`[1, 2]`); distinct int seeds give distinct samples. Seeds are
+        stateless: `model.sample(5, seed=42)` repeats exactly, unlike TFP's
+        `model.distribution.sample(5, seed=42)`, whose int seeds are stateful.
         A conditional flow draws n per context: shape [n, *batch, *event_shape]
         for a context of shape [*batch, C]. `temperature` T scales the base
         samples before mapping them (Glow's "temperature": T < 1 trades
         diversity for typical-looking samples); None samples the model itself.
+        More than `chunk_size` rows are drawn in chunks, each from its own
+        seed split off `seed`.
         """
         n = validation.check_sample_count(n)
+        seed = None if seed is None else validation.check_seed(seed)
         name = "sample" if seed is None else "sample_seeded"
-        seed = _stateless_seed(seed) if seed is not None else None
         if temperature is not None:
-            if not temperature > 0:
-                raise ValueError(f"temperature must be positive, got {temperature!r}.")
-            temperature = tf.constant(temperature, self.dtype)
+            temperature = self._check_temperature(temperature)
             name += "_tempered"
-        return self._run(name, self._sample, n, seed, temperature, *self._context_args(context))
+        args = (temperature, *self._context_args(context))
+        if not tf.executing_eagerly():
+            return self._sample(n, seed, *args)
+        rows = int(np.prod(args[1].shape[:-1])) if self.conditional else 1
+        per_call, total = max(1, self.chunk_size // max(rows, 1)), int(n)
+        if total <= per_call:
+            return self._run(name, self._sample, n, seed, *args)
+        count = math.ceil(total / per_call)
+        seeds = (
+            [None] * count
+            if seed is None
+            else tf.unstack(tf.random.experimental.stateless_split(seed, count))
+        )
+        sizes = [per_call] * (count - 1) + [total - per_call * (count - 1)]
+        parts = [
+            self._run(name, self._sample, tf.constant(size, tf.int32), chunk_seed, *args)
+            for size, chunk_seed in zip(sizes, seeds)
+        ]
+        return tf.concat(parts, axis=0)
+
+    def _check_temperature(self, temperature):
+        if tf.is_tensor(temperature) and not tf.executing_eagerly():
+            return tf.cast(temperature, self.dtype)
+        values = np.asarray(temperature)
+        if values.shape != () or not np.issubdtype(values.dtype, np.number):
+            raise ValueError(f"temperature must be a positive number, got {temperature!r}.")
+        if not (np.isfinite(values) and values > 0):
+            raise ValueError(f"temperature must be positive and finite, got {values.item()!r}.")
+        return tf.constant(values.item(), self.dtype)
 
     def forward(self, z, context=None):
         """Maps base-space points to data space (the sampling direction)."""
-        z = validation.check_events(z, self.event_shape, self.dtype, argument="z")
-        args = self._conditional_args(z, context, "z")
-        return self._run("forward", self._transform("forward"), z, *args)
+        return self._mapped("forward", z, context, with_log_det=False)
 
     def inverse(self, x, context=None):
-        """Maps data to base space (the normalizing direction)."""
-        x = validation.check_events(x, self.event_shape, self.dtype)
-        args = self._conditional_args(x, context)
-        return self._run("inverse", self._transform("inverse"), x, *args)
+        """Maps data to base space (the normalizing direction); NaN outside a bounded support."""
+        return self._mapped("inverse", x, context, with_log_det=False)
+
+    def forward_and_log_det(self, z, context=None):
+        """(x, log|det ∂x/∂z|) per example: the forward map and its log-determinant."""
+        return self._mapped("forward", z, context, with_log_det=True)
+
+    def inverse_and_log_det(self, x, context=None):
+        """(z, log|det ∂z/∂x|) per example: the inverse map and its log-determinant."""
+        return self._mapped("inverse", x, context, with_log_det=True)
+
+    def _mapped(self, direction, points, context, with_log_det):
+        argument = "z" if direction == "forward" else "x"
+        points = validation.check_events(points, self.event_shape, self.dtype, argument=argument)
+        args = self._conditional_args(points, context, argument)
+        name = direction + ("_and_log_det" if with_log_det else "")
+        return self._run_batched(name, self._transform(direction, with_log_det), points, *args)
 
     def _check_values(self, x, argument="x"):
-        """The data-side step's domain check (e.g. a pixel range), on eager values."""
-        nearest_data = self.flow_layers[-1] if self.flow_layers else None
-        if isinstance(nearest_data, FlowLayer) and (not tf.is_tensor(x) or tf.executing_eagerly()):
+        """The data-side step's check of training data (e.g. a declared pixel range)."""
+        nearest_data = self._nearest_data_layer()
+        if nearest_data is not None and (not tf.is_tensor(x) or tf.executing_eagerly()):
             nearest_data.check_data(x, argument)
+
+    def _nearest_data_layer(self):
+        nearest_data = self.flow_layers[-1] if self.flow_layers else None
+        return nearest_data if isinstance(nearest_data, FlowLayer) else None
 
     def initialize_from_data(self, x, context=None):
         """Data-dependent initialisation (ActNorm) from a batch x; `fit` does it by itself.
 
         Runs one eager pass in the normalizing direction in which every step
         that initialises from data (`ActNormLayer`) sets its parameters from
-        the values reaching it. Steps already initialised are left alone.
+        the values reaching it. Steps already initialised are left alone. The
+        batch must be finite (a NaN would become a NaN weight).
         """
-        x = validation.check_events(x, self.event_shape, self.dtype)
+        x = validation.check_training_data(x, self.event_shape, "the initialisation batch")
+        x = tf.cast(x, self.dtype)
         args = self._conditional_args(x, context)
         with data_dependent_initialization():
             self._transform("inverse")(tf.identity(x), *args)
@@ -223,15 +295,47 @@ class FlowModel(keras.Model):
         return args
 
     def _conditioned(self, points, context):
-        """(points, bijector kwargs): a context is broadcast against the points' batch shape."""
+        """(points, context, bijector kwargs), points and context broadcast to one batch shape."""
         if context is None:
-            return points, {}
+            return points, None, {}
         points, context = _broadcast_batch(points, context, len(self.event_shape))
-        return points, self.bijector_kwargs(context)
+        return points, context, self.bijector_kwargs(context)
 
     def _log_prob(self, x, context=None):
-        x, kwargs = self._conditioned(x, context)
+        """The flow's log-density of x, unguarded: for checked data (training)."""
+        x, _, kwargs = self._conditioned(x, context)
         return self._distribution.log_prob(x, bijector_kwargs=kwargs)
+
+    def _support(self):
+        """(low, high) when the data-side step accepts only values in that open box, else None."""
+        nearest_data = self._nearest_data_layer()
+        return None if nearest_data is None else nearest_data.support
+
+    def _guarded_log_prob(self, x, context=None):
+        """`_log_prob` with the right answer for every input (see `log_prob`)."""
+        axes = list(range(-len(self.event_shape), 0))
+        nan_row = tf.reduce_any(tf.math.is_nan(x), axis=axes)
+        valid = tf.reduce_all(tf.math.is_finite(x), axis=axes)
+        safe_value = 0.0
+        support = self._support()
+        if support is not None:
+            low, high = support
+            valid &= tf.reduce_all((x > low) & (x < high), axis=axes)
+            safe_value = 0.5 * (low + high)
+        # Invalid rows run through the flow at a safe point, so that neither they nor
+        # their gradients can turn into NaN, and are then given their answer.
+        safe = tf.where(self._per_event(valid), x, tf.constant(safe_value, x.dtype))
+        log_prob = self._log_prob(safe, context)
+        log_prob = tf.where(valid, log_prob, tf.constant(-np.inf, log_prob.dtype))
+        log_prob = tf.where(nan_row, tf.constant(np.nan, log_prob.dtype), log_prob)
+        if context is not None:
+            log_prob = _nan_where_not_finite(log_prob, context, 0)
+        return log_prob
+
+    def _per_event(self, rows):
+        """A boolean [*batch] as [*batch, 1, ..., 1], to select whole events."""
+        ones = tf.ones([len(self.event_shape)], tf.int32)
+        return tf.reshape(rows, tf.concat([tf.shape(rows), ones], axis=0))
 
     def _sample(self, n, seed, temperature=None, context=None):
         if context is None and temperature is None:
@@ -242,13 +346,34 @@ class FlowModel(keras.Model):
         z = self.base_distribution.sample(shape, seed=seed)
         if temperature is not None:
             z = z * temperature
-        z, kwargs = self._conditioned(z, context)
-        return self.bijector.forward(z, **kwargs)
+        z, context, kwargs = self._conditioned(z, context)
+        samples = self.bijector.forward(z, **kwargs)
+        if context is not None:
+            samples = _nan_where_not_finite(samples, context, len(self.event_shape))
+        return samples
 
-    def _transform(self, direction):
+    def _transform(self, direction, with_log_det=False):
         def transform(points, context=None):
-            points, kwargs = self._conditioned(points, context)
-            return getattr(self.bijector, direction)(points, **kwargs)
+            points, context, kwargs = self._conditioned(points, context)
+            outputs = [getattr(self.bijector, direction)(points, **kwargs)]
+            if with_log_det:
+                log_det = getattr(self.bijector, f"{direction}_log_det_jacobian")
+                outputs.append(log_det(points, event_ndims=len(self.event_shape), **kwargs))
+            if direction == "inverse" and self._support() is not None:
+                low, high = self._support()
+                axes = list(range(-len(self.event_shape), 0))
+                inside = tf.reduce_all((points > low) & (points < high), axis=axes)
+                outputs = [
+                    tf.where(self._per_event(inside) if i == 0 else inside, part, np.nan)
+                    for i, part in enumerate(outputs)
+                ]
+            if context is not None:
+                event_ndims = [len(self.event_shape), 0]
+                outputs = [
+                    _nan_where_not_finite(part, context, ndims)
+                    for part, ndims in zip(outputs, event_ndims)
+                ]
+            return tuple(outputs) if with_log_det else outputs[0]
 
         return transform
 
@@ -263,11 +388,41 @@ class FlowModel(keras.Model):
             self._compiled[name] = tf.function(functools.partial(fn), reduce_retracing=True)
         return self._compiled[name](*args)
 
+    def _run_batched(self, name, fn, points, *context):
+        """`_run` over points [*batch, *event] (and a context), in chunks of `chunk_size` rows."""
+        if not tf.executing_eagerly():
+            return fn(points, *context)
+        event_ndims = len(self.event_shape)
+        batch_shape = points.shape[: points.shape.rank - event_ndims]
+        if context:
+            batch_shape = tf.broadcast_static_shape(batch_shape, context[0].shape[:-1])
+        rows = batch_shape.num_elements()
+        if rows <= self.chunk_size:
+            return self._run(name, fn, points, *context)
+        event = points.shape[points.shape.rank - event_ndims :]
+        points = tf.reshape(tf.broadcast_to(points, batch_shape + event), [rows, *event])
+        if context:
+            shape = batch_shape + context[0].shape[-1:]
+            context = (tf.reshape(tf.broadcast_to(context[0], shape), [rows, -1]),)
+        parts = [
+            self._run(
+                name,
+                fn,
+                points[i : i + self.chunk_size],
+                *(c[i : i + self.chunk_size] for c in context),
+            )
+            for i in range(0, rows, self.chunk_size)
+        ]
+        merged = tf.nest.map_structure(lambda *chunks: tf.concat(chunks, axis=0), *parts)
+        return tf.nest.map_structure(
+            lambda part: tf.reshape(part, batch_shape.concatenate(part.shape[1:])), merged
+        )
+
     def call(self, inputs):
         if self.conditional:
             x, context = self._split_inputs(inputs)
-            return self._log_prob(tf.cast(x, self.dtype), tf.cast(context, self.dtype))
-        return self._log_prob(tf.cast(inputs, self.dtype))
+            return self._guarded_log_prob(tf.cast(x, self.dtype), tf.cast(context, self.dtype))
+        return self._guarded_log_prob(tf.cast(inputs, self.dtype))
 
     def _split_inputs(self, inputs, context=None):
         """(x, context) from a conditional model's inputs: a pair, or x with the context apart."""
@@ -313,16 +468,30 @@ class FlowModel(keras.Model):
         return [self.loss_tracker, self.bits_per_dim_tracker]
 
     def _negative_log_likelihood(self, data):
-        """Σ −w·log p(x) over this replica's batch, and the batch's total weight w."""
+        """Σ −w·log p(x) over this replica's batch, and the batch's total weight w.
+
+        Batches are checked here (`validation.check_batch`), so that a dataset
+        or generator gets the same promises as arrays: a bad batch stops the
+        step before any weight changes.
+        """
         x, context, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         if self.conditional:
             x, context = self._split_inputs(x, context)
-            log_prob = self._log_prob(tf.cast(x, self.dtype), tf.cast(context, self.dtype))
+            context = validation.check_batch(context, (self.context_size,), self.dtype, "context")
+        elif context is not None and not _is_placeholder(context):
+            raise validation.BadBatchError(
+                "this flow is not conditional, but the data yields (x, y) pairs: drop y "
+                "(dataset.map(lambda x, y: x)), or build the flow with context_size to "
+                "condition on it. To weight examples, pass fit(x, sample_weight=w)."
+            )
         else:
-            log_prob = self._log_prob(tf.cast(x, self.dtype))
+            context = None
+        x = validation.check_batch(x, self.event_shape, self.dtype)
+        log_prob = self._log_prob(x, context)
         if sample_weight is None:
             return -tf.reduce_sum(log_prob), tf.cast(tf.size(log_prob), self.dtype)
-        weight = tf.cast(tf.reshape(sample_weight, tf.shape(log_prob)), self.dtype)
+        weight = validation.check_batch_weights(sample_weight, self.dtype)
+        weight = tf.reshape(weight, tf.shape(log_prob))
         return -tf.reduce_sum(weight * log_prob), tf.reduce_sum(weight)
 
     def _update_metrics(self, nll_sum, total_weight):
@@ -373,38 +542,95 @@ class FlowModel(keras.Model):
         self.compile(**keras.saving.deserialize_keras_object(config))
         self.optimizer.build(self.trainable_variables)
 
-    def fit(self, x=None, y=None, *args, validation_data=None, **kwargs):
-        """`keras.Model.fit`, after checking array data (shape, dtype, finite, non-empty).
+    def fit(self, *args, **kwargs):
+        """`keras.Model.fit`, after checking the data; same arguments.
 
-        For a conditional flow `y` is the context (or pass x as an (x, context) pair).
+        Array-likes (NumPy, lists, pandas, tensors) are checked before
+        training: shape, dtype, finite, non-empty; `sample_weight` (one
+        finite, non-negative weight per example) is honoured. Batches of a
+        `tf.data.Dataset` or generator are checked as they arrive: a bad one
+        stops training with a `ValueError` naming it, and the model keeps the
+        weights of the last good batch. For a conditional flow `y` is the
+        context (or pass x as an (x, context) pair).
         """
-        x, y = self._check_data(x, y, "x")
-        if validation_data is not None and not isinstance(validation_data, tf.data.Dataset):
-            validation_data = self._check_validation_data(validation_data)
-        if self._needs_initialization():
-            self.initialize_from_data(*_first_batch(x, y, kwargs.get("batch_size")))
-        return super().fit(x, y, *args, validation_data=validation_data, **kwargs)
-
-    def evaluate(self, x=None, y=None, *args, **kwargs):
-        x, y = self._check_data(x, y, "x")
-        return super().evaluate(x, y, *args, **kwargs)
-
-    def _check_data(self, x, y, argument):
-        if not self.conditional:
-            if y is not None:
-                raise ValueError(
-                    "this flow is not conditional and takes no targets or context; "
-                    "pass the data as x only."
-                )
-            x = validation.check_training_data(x, self.event_shape, argument)
-            if validation.is_array(x):
-                self._check_values(x, argument)
-            return x, None
-        if y is None and self._is_pair(x):
-            x, y = x
-        x = validation.check_training_data(x, self.event_shape, argument)
+        arguments = _bound(_FIT, self, args, kwargs)
+        self._refuse_class_weight(arguments)
+        x, y, sample_weight = self._adapt_data(
+            arguments.pop("x", None), arguments.pop("y", None), arguments.pop("sample_weight", None)
+        )
+        validation_data = arguments.pop("validation_data", None)
+        if validation_data is not None:
+            validation_data = self._adapt_validation_data(validation_data)
         if validation.is_array(x):
-            self._check_values(x, argument)
+            validation.warn_degenerate_columns(np.asarray(x), stacklevel=3)
+        if self._needs_initialization():
+            self.initialize_from_data(*_first_batch(x, y, arguments.get("batch_size")))
+        progress = _Progress()
+        arguments["callbacks"] = [*(arguments.get("callbacks") or []), progress]
+        with _named_bad_batches("training", progress):
+            history = super().fit(
+                x, y, sample_weight=sample_weight, validation_data=validation_data, **arguments
+            )
+        if progress.epochs and not progress.batches:
+            raise ValueError(
+                "the data yielded no batches: nothing was trained (is the dataset empty, "
+                "or exhausted by an earlier epoch? Use dataset.repeat() with steps_per_epoch)."
+            )
+        return history
+
+    def evaluate(self, *args, **kwargs):
+        """`keras.Model.evaluate`: the mean NLL (weighted by `sample_weight`), checked as `fit`."""
+        arguments = _bound(_EVALUATE, self, args, kwargs)
+        x, y, sample_weight = self._adapt_data(
+            arguments.pop("x", None), arguments.pop("y", None), arguments.pop("sample_weight", None)
+        )
+        with _named_bad_batches("evaluation"):
+            return super().evaluate(x, y, sample_weight=sample_weight, **arguments)
+
+    def predict(self, x, *args, **kwargs):
+        """`keras.Model.predict`: log p(x) per example (NaN for rows with NaN), shapes checked."""
+        if self.conditional and self._is_pair(x):
+            x = tuple(
+                validation.check_events(part, shape, self.dtype, name).numpy()
+                for part, shape, name in zip(
+                    x, (self.event_shape, (self.context_size,)), ("x", "context")
+                )
+            )
+        elif validation.is_array(x):
+            x = validation.check_events(x, self.event_shape, self.dtype).numpy()
+        return super().predict(x, *args, **kwargs)
+
+    def _refuse_class_weight(self, arguments):
+        if arguments.pop("class_weight", None) is not None:
+            raise ValueError(
+                "class_weight does not apply to a density model (there are no classes to "
+                "weight); pass one sample_weight per example instead."
+            )
+
+    def _adapt_data(self, x, y, sample_weight, argument="x"):
+        """(x, y, sample_weight) for Keras: arrays checked, the context as y, weights kept.
+
+        Keras drops `sample_weight` when there are no targets; an unconditional
+        flow given weights therefore gets an empty placeholder target [N, 0].
+        """
+        if self.conditional:
+            if y is None and self._is_pair(x):
+                x, y = x
+        elif y is not None:
+            raise ValueError(
+                "this flow is not conditional and takes no targets or context; "
+                "pass the data as x only."
+            )
+        if not validation.is_array(x):
+            if sample_weight is not None:
+                raise ValueError(
+                    "sample_weight goes with array data; a dataset or generator yields "
+                    "(x, context, sample_weight) itself."
+                )
+            return x, y, None
+        x = validation.check_training_data(x, self.event_shape, argument)
+        self._check_values(x, argument)
+        if self.conditional:
             if y is None:
                 raise ValueError(
                     f"this flow is conditional on a context of size {self.context_size}: "
@@ -416,24 +642,34 @@ class FlowModel(keras.Model):
                     f"{argument} has {len(x)} rows but the context has {len(y)}: pass one "
                     "context row per example."
                 )
-        return x, y
+        if sample_weight is not None:
+            sample_weight = validation.check_sample_weight(sample_weight, len(x))
+            if y is None:
+                y = np.zeros((len(x), 0), np.asarray(x).dtype)
+        return x, y, sample_weight
 
-    def _check_validation_data(self, validation_data):
-        if not self.conditional:
-            return validation.check_training_data(
-                validation_data, self.event_shape, "validation_data"
-            )
-        if not isinstance(validation_data, (tuple, list)) or not validation.is_array(
-            validation_data[0]
+    def _adapt_validation_data(self, validation_data):
+        if isinstance(validation_data, tf.data.Dataset):
+            return validation_data
+        if not isinstance(validation_data, (tuple, list)) or (
+            not self.conditional and not isinstance(validation_data, tuple)
         ):
-            return validation_data  # a PyDataset, generator, ...: Keras reads it
-        if len(validation_data) not in (2, 3):
+            validation_data = (validation_data,)
+        if not validation.is_array(validation_data[0]):
+            return validation_data  # a PyDataset, generator, ...: checked batch by batch
+        if len(validation_data) > 3:
+            raise ValueError(
+                "validation_data must be x, (x, context) or (x, context, sample_weight), "
+                f"got {len(validation_data)} arrays."
+            )
+        x, y, weight = (*validation_data, None, None)[:3]
+        if self.conditional and y is None:
             raise ValueError(
                 "validation_data of a conditional flow must be (x, context) or "
-                f"(x, context, sample_weight), got {len(validation_data)} arrays."
+                "(x, context, sample_weight)."
             )
-        x, context = self._check_data(*validation_data[:2], "validation_data")
-        return (x, context, *validation_data[2:])
+        x, y, weight = self._adapt_data(x, y, weight, "validation_data")
+        return (x, y, weight) if weight is not None else ((x, y) if y is not None else x)
 
     # --- Serialisation ---------------------------------------------------
 
@@ -466,12 +702,74 @@ class FlowModel(keras.Model):
         return cls(**config)
 
 
+_FIT = inspect.signature(keras.Model.fit)
+_EVALUATE = inspect.signature(keras.Model.evaluate)
+
+
+def _bound(signature, model, args, kwargs):
+    """{argument name: value} of a call of Keras' `fit` or `evaluate`, positional ones named."""
+    arguments = dict(signature.bind_partial(model, *args, **kwargs).arguments)
+    arguments.pop("self")
+    arguments.update(arguments.pop("kwargs", {}))
+    return arguments
+
+
+class _Progress(keras.callbacks.Callback):
+    """Counts the epochs begun and the batches done, to name where a bad batch stopped `fit`."""
+
+    def __init__(self):
+        super().__init__()
+        self.epochs, self.batches, self.epoch, self.batch = 0, 0, 0, -1
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epochs, self.epoch, self.batch = self.epochs + 1, epoch, -1
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.batches, self.batch = self.batches + 1, batch
+
+
+@contextlib.contextmanager
+def _named_bad_batches(phase, progress=None):
+    """Turns the in-graph batch checks' InvalidArgumentError into a ValueError naming the batch."""
+    try:
+        yield
+    except tf.errors.InvalidArgumentError as error:
+        message = validation.bad_batch_message(error)
+        if message is None:
+            raise
+        where = ""
+        if progress is not None:
+            where = (
+                f" in epoch {progress.epoch + 1}, after batch {progress.batch + 1}"
+                if progress.batch >= 0
+                else f" in epoch {progress.epoch + 1}, at its first batch"
+            )
+        raise validation.BadBatchError(
+            f"{message}{where}: {phase} stopped before that batch changed any weight (the "
+            "model keeps the weights of the last good batch); clean or filter the data."
+        ) from None
+
+
+def _is_placeholder(y):
+    """True for the empty target [N, 0] that carries an unconditional flow's sample weights."""
+    return tf.is_tensor(y) and y.shape.rank is not None and y.shape.rank >= 1 and y.shape[-1] == 0
+
+
+def _nan_where_not_finite(values, context, event_ndims):
+    """values [*batch, *event] with NaN wherever the context row [*batch, C] has NaN or Inf."""
+    finite = validation.finite_rows(context, 1)
+    finite = tf.reshape(finite, tf.concat([tf.shape(finite), tf.ones([event_ndims], tf.int32)], 0))
+    return tf.where(finite, values, tf.constant(np.nan, values.dtype))
+
+
 def _first_batch(x, context, batch_size):
     """(x, context) of the first batch `fit` will see, for data-dependent initialisation."""
     if isinstance(x, tf.data.Dataset):
         x, context, _ = keras.utils.unpack_x_y_sample_weight(next(iter(x)))
         if isinstance(x, (tuple, list)) and context is None:
             x, context = x
+        if context is not None and _is_placeholder(context):
+            context = None
         return x, context
     if not validation.is_array(x):
         raise ValueError(
@@ -479,6 +777,8 @@ def _first_batch(x, context, batch_size):
             "before fitting on a generator or PyDataset."
         )
     size = batch_size or 32  # Keras' default batch size
+    if context is not None and np.shape(context)[-1] == 0:
+        context = None  # the placeholder target of sample weights
     return x[:size], None if context is None else context[:size]
 
 
@@ -564,15 +864,3 @@ def _check_base_distribution(base, dtype):
             "train (only weights of Keras layers are); use a fixed base distribution, or "
             "put the trainable part in a flow layer next to the base."
         )
-
-
-def _stateless_seed(seed):
-    if isinstance(seed, numbers.Integral):
-        return tf.constant([0, int(seed)], tf.int32)
-    seed = tf.convert_to_tensor(seed)
-    if seed.dtype not in (tf.int32, tf.int64) or seed.shape != (2,):
-        raise ValueError(
-            f"seed must be an int or a stateless int32[2] seed, got {seed.dtype.name} "
-            f"of shape {seed.shape}."
-        )
-    return tf.cast(seed, tf.int32)

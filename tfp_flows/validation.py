@@ -1,8 +1,23 @@
-"""Input checks that raise a clear ValueError naming the problem.
+"""Input adaptation and checks: one path for every input a user can pass.
 
-Nothing upstream validates for us: TFP broadcasts or truncates silently and
-Keras 3 `fit` accepts an empty array. Every public entry point of `FlowModel`
-goes through one of these before any computation or weight update.
+Nothing upstream validates for us: TFP broadcasts or truncates silently, Keras
+3 `fit` accepts an empty array, drops `sample_weight` when there are no
+targets and casts strings deep inside a graph. Every public entry point of
+`FlowModel` (and the CLI, and the export) goes through the functions here,
+which either return the input in the one form the model computes with or
+raise a `ValueError` naming the problem, before any computation or weight
+update:
+
+* `as_array`: NumPy arrays, lists, pandas DataFrames and Series, tf.Tensors
+  become arrays (or stay tensors); ragged and sparse inputs are refused by
+  name; a DataFrame's non-numeric columns are named.
+* `check_events`, `check_context`, `check_training_data`,
+  `check_sample_weight`: dtype, event shape, emptiness and finiteness.
+* `check_batch`: the same promises for batches that a `tf.data.Dataset` or a
+  generator yields during training, checked inside the traced step (static
+  shapes and dtypes when traced, finiteness in every step).
+* `check_sample_count`, `check_seed`, `check_integer`: integers are
+  range-checked before they reach int32.
 
 Floating inputs of another precision are cast to the model's dtype (float64
 data into a float32 model is the common case); non-float inputs are refused,
@@ -10,33 +25,129 @@ since integer data such as pixel counts needs dequantising first.
 """
 
 import numbers
+import warnings
 
 import numpy as np
 import tensorflow as tf
 
+INT32_MAX = 2**31 - 1
+
+# In-graph checks raise InvalidArgumentError with this prefix; `FlowModel.fit`
+# turns it back into a ValueError naming the problem.
+BATCH_CHECK_MARKER = "tfp_flows batch check:"
+
+
+class BadBatchError(ValueError):
+    """A batch from a dataset or generator failed a check during `fit`/`evaluate`."""
+
+
+# --- Array-likes ------------------------------------------------------------
+
+
+def _is_dataframe(x):
+    module = type(x).__module__ or ""
+    return module.startswith("pandas") and type(x).__name__ in ("DataFrame", "Series")
+
+
+def is_array(x):
+    """True for in-memory array-likes (checked here), False for datasets, generators, etc."""
+    return (
+        isinstance(x, (np.ndarray, list, np.generic, numbers.Number))
+        or tf.is_tensor(x)
+        or _is_dataframe(x)
+        or isinstance(x, (tf.RaggedTensor, tf.SparseTensor))
+        or _is_scipy_sparse(x)
+    )
+
+
+def _is_scipy_sparse(x):
+    return (type(x).__module__ or "").startswith("scipy.sparse")
+
+
+def as_array(x, argument="x"):
+    """`x` as a NumPy array or a dense tf.Tensor, or a ValueError naming why it can't be.
+
+    Lists and pandas objects become NumPy arrays (pandas' missing values NaN);
+    ragged and sparse inputs are refused, since a flow's events have one fixed
+    shape; a DataFrame's non-numeric columns are named.
+    """
+    if isinstance(x, tf.RaggedTensor):
+        raise ValueError(
+            f"{argument} is a tf.RaggedTensor: a flow's events all have one shape; pad the "
+            f"rows to one length (x.to_tensor()) or pass a dense array."
+        )
+    if isinstance(x, tf.SparseTensor) or _is_scipy_sparse(x):
+        raise ValueError(
+            f"{argument} is a sparse {type(x).__name__}: pass a dense array (e.g. "
+            "tf.sparse.to_dense(x) or x.toarray())."
+        )
+    if tf.is_tensor(x):
+        return x
+    if _is_dataframe(x):
+        return _from_pandas(x, argument)
+    if isinstance(x, np.ndarray):
+        return x
+    try:
+        return np.asarray(x)
+    except ValueError as error:  # e.g. lists of rows of different lengths
+        raise ValueError(
+            f"{argument} is not a rectangular array ({error}): every event must have the "
+            "same shape."
+        ) from None
+
+
+def _from_pandas(frame, argument):
+    import pandas as pd
+
+    columns = frame.to_frame() if isinstance(frame, pd.Series) else frame
+    bad = [
+        f"{name!r} ({dtype})"
+        for name, dtype in columns.dtypes.items()
+        if not (pd.api.types.is_numeric_dtype(dtype) and not pd.api.types.is_bool_dtype(dtype))
+    ]
+    if bad:
+        raise ValueError(
+            f"{argument} has non-numeric columns: {', '.join(bad)}; encode or drop them "
+            "before fitting a density."
+        )
+    return columns.to_numpy(dtype=np.float64, na_value=np.nan)  # a Series is one column
+
+
+# --- Events and contexts ----------------------------------------------------
+
 
 def check_events(x, event_shape, dtype, argument="x"):
     """Returns x as a tensor of `dtype` after checking its dtype and event shape."""
-    if not tf.is_tensor(x):
-        x = np.asarray(x)
+    x = as_array(x, argument)
     _check_float(x.dtype, argument)
     _check_event_shape(tf.TensorShape(x.shape), event_shape, argument)
     return tf.cast(x, dtype)
 
 
 def check_context(context, context_size, dtype):
-    """Returns a conditional flow's context as a tensor of `dtype`, shape [..., context_size]."""
+    """Returns a conditional flow's context as a tensor of `dtype`, shape [..., context_size].
+
+    An eager context with NaN or Inf is refused (a missing value in a context
+    has no density to give); inside a graph `finite_rows` marks such rows.
+    """
     if context is None:
         raise ValueError(
             f"this flow is conditional on a context of size {context_size}, but none was "
             "given: pass context=... (an array of shape [..., "
             f"{context_size}])."
         )
-    if not tf.is_tensor(context):
-        context = np.asarray(context)
+    context = as_array(context, "context")
     _check_float(context.dtype, "context")
     _check_event_shape(tf.TensorShape(context.shape), (context_size,), "context")
+    if not tf.is_tensor(context) or tf.executing_eagerly():
+        _check_finite_rows(np.asarray(context).reshape(-1, context_size), "context")
     return tf.cast(context, dtype)
+
+
+def finite_rows(values, event_ndims):
+    """True where every value of an event is finite: [..., *event] -> [...]."""
+    finite = tf.math.is_finite(values)
+    return tf.reduce_all(finite, axis=list(range(-event_ndims, 0))) if event_ndims else finite
 
 
 def check_batch_shapes_broadcast(points_batch, context_batch, argument="x"):
@@ -49,11 +160,6 @@ def check_batch_shapes_broadcast(points_batch, context_batch, argument="x"):
             f"{argument}'s {tuple(points_batch)}: pass one context per example, or one "
             "for all."
         ) from None
-
-
-def is_array(x):
-    """True for in-memory arrays (which the checks here inspect), False for datasets etc."""
-    return isinstance(x, (np.ndarray, list)) or tf.is_tensor(x)
 
 
 def _check_float(dtype, argument):
@@ -80,7 +186,7 @@ def _check_event_shape(shape, event_shape, argument):
             f"shape {tuple(event_shape)}: pass an array of shape [..., "
             f"{', '.join(map(str, event_shape))}]."
         )
-    trailing = tuple(shape[-rank:])
+    trailing = tuple(shape[-rank:]) if rank else ()
     if any(d is not None and d != e for d, e in zip(trailing, event_shape)):
         raise ValueError(
             f"{argument} has event shape {trailing} (array shape {tuple(shape)}), but the "
@@ -92,17 +198,33 @@ def _check_event_shape(shape, event_shape, argument):
         )
 
 
+def _check_finite_rows(rows, argument):
+    """rows: [N, ...] NumPy array; raises naming the count and the first bad row."""
+    finite = np.isfinite(rows).reshape(len(rows), -1).all(axis=1)
+    if not finite.all():
+        bad = np.flatnonzero(~finite)
+        raise ValueError(
+            f"{argument} has NaN or Inf in {len(bad)} of {len(rows)} rows; the first is "
+            f"row {bad[0]}: {rows[bad[0]].tolist()}."
+        )
+
+
+# --- Training data ----------------------------------------------------------
+
+
 def check_training_data(x, event_shape, argument="x"):
     """Checks in-memory training data before `fit` or `evaluate` touches a weight.
 
-    Datasets, generators and other Keras data sources pass through unchanged;
-    arrays (or a tuple whose first item is the array) must be float, of shape
-    [N, *event_shape] with N > 0, and finite.
+    Datasets, generators and other Keras data sources pass through unchanged
+    (their batches get `check_batch` inside the step); array-likes (or a tuple
+    whose first item is one) must be float, of shape [N, *event_shape] with
+    N > 0, and finite. Returns a NumPy array (a tensor stays a tensor).
     """
     if isinstance(x, tuple):
         return (check_training_data(x[0], event_shape, argument),) + x[1:]
     if not is_array(x):
         return x
+    x = as_array(x, argument)
     array = np.asarray(x)
     _check_float(array.dtype, argument)
     expected = len(event_shape) + 1
@@ -114,31 +236,207 @@ def check_training_data(x, event_shape, argument="x"):
     _check_event_shape(tf.TensorShape(array.shape), event_shape, argument)
     if array.shape[0] == 0:
         raise ValueError(f"{argument} is empty: there is nothing to train or evaluate on.")
-    finite = np.isfinite(array).reshape(len(array), -1).all(axis=1)
-    if not finite.all():
-        bad = np.flatnonzero(~finite)
-        raise ValueError(
-            f"{argument} has NaN or Inf in {len(bad)} of {len(array)} rows; the first is "
-            f"row {bad[0]}: {array[bad[0]].tolist()}."
-        )
+    _check_finite_rows(array, argument)
     return x if tf.is_tensor(x) else array
 
 
-def check_sample_count(n):
-    """Returns n as an int32 scalar tensor after checking it is a positive integer."""
+def check_sample_weight(sample_weight, num_examples, argument="sample_weight"):
+    """One finite, non-negative weight per example, not all zero; returns a float array [N]."""
+    weights = as_array(sample_weight, argument)
+    weights = np.asarray(weights)
+    if weights.dtype == bool or not np.issubdtype(weights.dtype, np.number):
+        raise ValueError(f"{argument} must hold numbers, got dtype {weights.dtype}.")
+    if weights.ndim == 2 and weights.shape[1] == 1:
+        weights = weights[:, 0]
+    if weights.ndim != 1 or len(weights) != num_examples:
+        raise ValueError(
+            f"{argument} must hold one weight per example, shape [{num_examples}], got "
+            f"shape {weights.shape}."
+        )
+    weights = weights.astype(np.float64)
+    bad = np.flatnonzero(~np.isfinite(weights) | (weights < 0))
+    if len(bad):
+        raise ValueError(
+            f"{argument} must be finite and non-negative; {len(bad)} of {num_examples} are "
+            f"not, the first is {weights[bad[0]]} at index {bad[0]}."
+        )
+    if not weights.sum() > 0:
+        raise ValueError(f"{argument} is zero for every example: there is nothing to fit.")
+    return weights
+
+
+def warn_degenerate_columns(x, argument="x", stacklevel=3):
+    """Warns when a column of tabular data [N, D] is constant or takes very few values.
+
+    A flow fitted to a constant column, or to a column of a few discrete
+    values, has a density that grows without bound there: its NLL falls and
+    falls and means nothing. Only 2-D data is inspected.
+    """
+    message = degenerate_columns_message(x, argument)
+    if message:
+        warnings.warn(message, UserWarning, stacklevel=stacklevel)
+
+
+def degenerate_columns_message(x, argument="x"):
+    """The warning text of `warn_degenerate_columns`, or None when the columns look continuous."""
+    array = np.asarray(x)
+    if array.ndim != 2 or len(array) < 2:
+        return None
+    constant = [j for j in range(array.shape[1]) if np.ptp(array[:, j]) == 0]
+    if constant:
+        return (
+            f"{argument} has constant columns {constant} (e.g. column {constant[0]} is always "
+            f"{float(array[0, constant[0]])!r}): a density there is a point mass, so the NLL falls "
+            "without bound; drop those columns."
+        )
+    if len(array) >= 100:
+        few = [j for j in range(array.shape[1]) if len(np.unique(array[:, j])) <= len(array) // 50]
+        if few:
+            counts = len(np.unique(array[:, few[0]]))
+            return (
+                f"{argument} has columns {few} that take few distinct values (column {few[0]}: "
+                f"{counts} values in {len(array)} rows): a continuous density of discrete data "
+                "grows without bound; dequantise them (add uniform noise of one unit) or drop "
+                "them."
+            )
+    return None
+
+
+def check_batch(x, event_shape, dtype, argument="x"):
+    """In a traced step, the checks `check_training_data` makes of arrays, for one batch.
+
+    At trace time: a ValueError for a ragged, sparse or non-float batch or one
+    of the wrong event shape. In every step: an assertion that the batch is
+    finite, whose failure stops the step before any weight changes (`FlowModel`
+    turns it into a `BadBatchError`). Returns the batch cast to `dtype`.
+    """
+    if isinstance(x, (tf.RaggedTensor, tf.SparseTensor)):
+        raise BadBatchError(
+            f"the data yields {type(x).__name__} batches of {argument}: a flow's events all have "
+            "one shape; pad or densify the batches."
+        )
+    x = tf.convert_to_tensor(x)
+    if not x.dtype.is_floating:
+        raise BadBatchError(
+            f"the data yields batches of {argument} of dtype {x.dtype.name}: a flow needs "
+            "floating-point values (dequantise integer data first)."
+        )
+    shape = x.shape
+    if shape.rank is not None and shape.rank != len(event_shape) + 1:
+        raise BadBatchError(
+            f"the data yields batches of {argument} of shape {shape.as_list()}, but a batch of "
+            f"events must have shape [batch, {', '.join(map(str, event_shape))}]."
+        )
+    try:
+        _check_event_shape(shape, event_shape, argument)
+    except ValueError as error:
+        raise BadBatchError(f"the data yields a batch where {error}") from None
+    assertion = tf.debugging.assert_all_finite(
+        x, f"{BATCH_CHECK_MARKER} a batch of {argument} has NaN or Inf values"
+    )
+    return tf.cast(assertion, dtype)
+
+
+def check_batch_weights(sample_weight, dtype):
+    """In a traced step: sample weights finite and non-negative (an assertion), cast."""
+    sample_weight = tf.cast(sample_weight, dtype)
+    finite = tf.debugging.assert_all_finite(
+        sample_weight, f"{BATCH_CHECK_MARKER} a batch of sample_weight has NaN or Inf values"
+    )
+    with tf.control_dependencies(
+        [
+            tf.debugging.assert_non_negative(
+                finite, message=f"{BATCH_CHECK_MARKER} a batch of sample_weight has negative values"
+            )
+        ]
+    ):
+        return tf.identity(finite)
+
+
+def bad_batch_message(error):
+    """The text after the marker of an in-graph batch check, or None for other errors."""
+    text = str(getattr(error, "message", error))
+    if BATCH_CHECK_MARKER not in text:
+        return None
+    return text.split(BATCH_CHECK_MARKER, 1)[1].split("\n", 1)[0].split(" : ")[0].strip()
+
+
+# --- Integers ---------------------------------------------------------------
+
+
+def check_integer(value, name, minimum=1, maximum=INT32_MAX):
+    """`value` as a Python int in [minimum, maximum], or a ValueError naming it."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (numbers.Integral,)):
+        if isinstance(value, (float, np.floating)) and float(value).is_integer():
+            value = int(value)
+        else:
+            kind = {1: "a positive integer", 0: "a non-negative integer"}.get(minimum, "an integer")
+            raise ValueError(f"{name} must be {kind}, got {value!r}.")
+    value = int(value)
+    if value < minimum or (maximum is not None and value > maximum):
+        kind = {1: "a positive integer", 0: "a non-negative integer"}.get(
+            minimum, f"an integer of at least {minimum}"
+        )
+        limit = "" if maximum is None else f" no larger than {maximum}"
+        raise ValueError(f"{name} must be {kind}{limit}, got {value}.")
+    return value
+
+
+def check_sample_count(n, maximum=INT32_MAX):
+    """Returns n as an int32 scalar tensor after checking it is an integer in [1, maximum]."""
     if tf.is_tensor(n):
         if not n.dtype.is_integer or n.shape.rank != 0:
             raise ValueError(
                 f"n must be a positive integer scalar, got {n.dtype.name} of shape {n.shape}."
             )
-        if tf.executing_eagerly() and int(n) <= 0:
-            raise ValueError(f"n must be a positive integer, got {int(n)}.")
+        if tf.executing_eagerly():
+            _check_count_range(int(n), maximum)
+        elif n.dtype != tf.int32:
+            raise ValueError(f"n must be an int32 tensor inside a graph, got {n.dtype.name}.")
         return tf.cast(n, tf.int32)
-    if isinstance(n, bool) or not isinstance(n, numbers.Integral):
+    if isinstance(n, (bool, np.bool_)) or not isinstance(n, numbers.Integral):
         raise ValueError(f"n must be a positive integer, got {n!r}.")
+    _check_count_range(int(n), maximum)
+    return tf.constant(int(n), tf.int32)
+
+
+def _check_count_range(n, maximum):
     if n <= 0:
         raise ValueError(f"n must be a positive integer, got {n}.")
-    return tf.constant(int(n), tf.int32)
+    if n > maximum:
+        raise ValueError(f"n must be at most {maximum}, got {n}.")
+
+
+SEED_HELP = "an int in [0, 2**64) or a stateless int32[2] seed"
+
+
+def check_seed(seed):
+    """A stateless int32[2] seed from an int in [0, 2**64) (its two 32-bit halves) or a pair.
+
+    Distinct int seeds give distinct stateless seeds; an int below 2**31 gives
+    [0, seed], as TFP's stateless samplers expect.
+    """
+    if tf.is_tensor(seed) and not tf.executing_eagerly():
+        if seed.dtype != tf.int32 or not seed.shape.is_compatible_with([2]):
+            raise ValueError(f"seed must be {SEED_HELP}, got {seed.dtype.name} {seed.shape}.")
+        return seed
+    if isinstance(seed, (numbers.Integral,)) and not isinstance(seed, (bool, np.bool_)):
+        seed = int(seed)
+        if not 0 <= seed < 2**64:
+            raise ValueError(f"seed must be {SEED_HELP}, got {seed}.")
+        high, low = divmod(seed, 2**32)
+        return tf.constant([_as_int32(high), _as_int32(low)], tf.int32)
+    values = np.asarray(seed)
+    if values.shape != (2,) or not np.issubdtype(values.dtype, np.integer):
+        raise ValueError(f"seed must be {SEED_HELP}, got {values.dtype} of shape {values.shape}.")
+    if ((values < -(2**31)) | (values > INT32_MAX)).any():
+        raise ValueError(f"seed must be {SEED_HELP}; {values.tolist()} does not fit in int32.")
+    return tf.constant(values.astype(np.int32))
+
+
+def _as_int32(word):
+    """A 32-bit word as the int32 with the same bits."""
+    return word - 2**32 if word >= 2**31 else word
 
 
 def check_context_size(context_size):

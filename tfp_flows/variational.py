@@ -16,6 +16,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tfp_flows import validation
 from tfp_flows.model import FlowModel
 
 
@@ -62,12 +63,10 @@ class ReverseKL(keras.Model):
             raise ValueError("ReverseKL fits an unconditional flow; this one takes a context.")
         if not callable(target_log_prob_fn):
             raise TypeError("target_log_prob_fn must be callable.")
-        if isinstance(batch_size, bool) or int(batch_size) != batch_size or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}.")
         self.flow = flow
         self.target_log_prob_fn = target_log_prob_fn
-        self.batch_size = int(batch_size)
-        self.seed = int(seed)
+        self.batch_size = validation.check_integer(batch_size, "batch_size")
+        self.seed = validation.check_integer(seed, "seed", minimum=0, maximum=validation.INT32_MAX)
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.built = True  # nothing to build: the flow is built, and there is no call()
         self._step = self.add_weight(
@@ -170,6 +169,8 @@ class ReverseKL(keras.Model):
         return float(np.logaddexp.reduce(log_weights) - np.log(num_samples))
 
     def _sample_terms(self, num_samples, seed):
+        num_samples = validation.check_integer(num_samples, "num_samples")
+        seed = validation.check_integer(seed, "seed", minimum=0, maximum=validation.INT32_MAX)
         seed = tf.constant([self.seed, seed], tf.int32)
         if not hasattr(self, "_terms_fn"):
             object.__setattr__(

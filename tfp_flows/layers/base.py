@@ -106,6 +106,15 @@ class FlowLayer(keras.layers.Layer):
         """
 
     @property
+    def support(self):
+        """(low, high) when this step, nearest the data, maps onto the open box (low, high)^D.
+
+        None (the default) for steps onto the whole space. `FlowModel.log_prob`
+        gives -inf outside it (density 0), and `inverse` NaN.
+        """
+        return None
+
+    @property
     def bijector(self):
         if not self.built:
             raise ValueError(

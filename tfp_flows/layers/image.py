@@ -23,6 +23,7 @@ from tfp_flows.bijectors.image_coupling import (
 from tfp_flows.bijectors.multiscale import MultiScale
 from tfp_flows.bijectors.squeeze import check_squeezable
 from tfp_flows.layers.base import FlowLayer, NetworkWithFloat32Ends
+from tfp_flows.layers.coupling import bounded_inputs
 
 tfb = tfp.bijectors
 
@@ -171,7 +172,7 @@ class ConvShiftAndLogScaleNetwork(NetworkWithFloat32Ends, keras.layers.Layer):
             )
             inputs = tf.concat([inputs, tiled], axis=-1)
         # Conv2D wants [N, H, W, C]: fold the leading shape into N, unfold afterwards.
-        flat = tf.reshape(inputs, tf.concat([[-1], tf.shape(inputs)[-3:]], 0))
+        flat = bounded_inputs(tf.reshape(inputs, tf.concat([[-1], tf.shape(inputs)[-3:]], 0)))
         # An empty batch (a replica's share of a short last batch under tf.distribute)
         # skips the convolutions: their gradient kernels fail on it there ("Missing
         # 1-th output from Conv2DBackpropFilter").
@@ -417,8 +418,18 @@ class LogitLayer(FlowLayer):
             name=self.name,
         )
 
+    @property
+    def support(self):
+        """The forward map's image: (−αK, K(1 − α))/(1 − 2α), a little wider than [0, K).
+
+        Samples can fall in the margins outside [0, K); `log_prob` scores them
+        (and gives -inf beyond the image).
+        """
+        stretch = self.value_range / (1.0 - 2.0 * self.alpha)
+        return -self.alpha * stretch, (1.0 - self.alpha) * stretch
+
     def check_data(self, x, argument="x"):
-        """Raises a ValueError naming the first value outside [0, value_range)."""
+        """Raises a ValueError naming the first value outside [0, value_range) (training data)."""
         values = np.asarray(x)
         outside = (values < 0) | (values >= self.value_range)
         if outside.any():
