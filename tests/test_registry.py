@@ -171,3 +171,40 @@ def test_keras_save_and_load(name, tmp_path):
     np.testing.assert_array_equal(
         loaded.sample(8, seed=3, **context), model.sample(8, seed=3, **context)
     )
+
+
+def _far_points(name, dtype):
+    """Points far beyond any data, with mixed signs: up to the dtype's largest values for
+    vector steps, up to 1e30 for image steps, which in a flow sit behind the logit step
+    (whose support is bounded: beyond it log_prob is -inf, see test_image_flows.py)."""
+    shape = _shape(name)
+    size = math.prod(shape)
+    largest = float(np.finfo(dtype).max)
+    signs = np.where(np.arange(size) % 2 == 0, 1.0, -1.0)
+    scales = [1e3, 1e10, 1e19, 1e30]
+    if REGISTRY[name].image_shape is None:
+        scales += [0.1 * largest, largest]
+    rows = [scale * signs for scale in scales]
+    rows.append(np.full(size, 1e30))
+    return np.stack(rows).reshape(-1, *shape).astype(dtype)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("name", NAMES)
+def test_log_prob_far_away_is_a_number_or_minus_inf_never_nan(name, dtype):
+    model = FlowModel(
+        [build_random(name, EVENT_SIZE, dtype=dtype)], event_shape=_shape(name), dtype=dtype
+    )
+    log_prob = model.log_prob(_far_points(name, dtype), **context_kwargs(model)).numpy()
+    assert not np.isnan(log_prob).any(), log_prob
+    assert not np.isposinf(log_prob).any(), log_prob
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_log_prob_of_its_own_samples(name):
+    # Every sample lies where the flow has density: log_prob takes it and is finite.
+    model = FlowModel([build_random(name, EVENT_SIZE)], event_shape=_shape(name))
+    context = context_kwargs(model)
+    samples = model.sample(512, seed=7, **context)
+    log_prob = model.log_prob(samples, **context).numpy()
+    assert np.isfinite(log_prob).all(), log_prob[~np.isfinite(log_prob)]

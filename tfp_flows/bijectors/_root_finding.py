@@ -40,7 +40,7 @@ def increasing_root(fn, lower, upper, max_iterations=100):
             | (slope <= 0)
             | (tf.abs(2.0 * value) > tf.abs(previous_step * slope))
         )
-        new_x = tf.where(bisect, 0.5 * (lower + upper), newton)
+        new_x = tf.where(bisect, _midpoint(lower, upper), newton)
         new_x = tf.where(value == 0, x, new_x)
         step = new_x - x
         # reduce_any, not reduce_max: a NaN row (NaN input) must not stop the others.
@@ -53,7 +53,7 @@ def increasing_root(fn, lower, upper, max_iterations=100):
     _, root, _, _, _, _ = tf.while_loop(
         cond,
         body,
-        (tf.constant(0), 0.5 * (lower + upper), lower, upper, upper - lower, tf.constant(True)),
+        (tf.constant(0), _midpoint(lower, upper), lower, upper, upper - lower, tf.constant(True)),
     )
     return tf.stop_gradient(root)
 
@@ -68,6 +68,11 @@ def implicit_newton_step(fn, root):
     """
     value, slope = fn(root)
     return root - value / slope
+
+
+def _midpoint(lower, upper):
+    """(lower + upper)/2 without overflow for brackets near the dtype's largest values."""
+    return lower + 0.5 * (upper - lower)
 
 
 def _epsilon(dtype):

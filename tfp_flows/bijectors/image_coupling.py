@@ -69,7 +69,7 @@ class MaskedImageCoupling(FlowBijector):
     def _shift_and_log_scale(self, x, **kwargs):
         """(mask, shift, log_scale): shift and log_scale vanish on the conditioning part."""
         mask = tf.constant(self._mask, x.dtype)
-        masked = x * mask
+        masked = tf.where(self._mask, x, tf.zeros_like(x))  # not x·m: Inf·0 would be NaN
         visible = tf.concat([masked, tf.broadcast_to(mask, tf.shape(x))], axis=-1)
         shift, log_scale = self._shift_and_log_scale_fn(visible, **kwargs)
         transformed = 1.0 - mask

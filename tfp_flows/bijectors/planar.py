@@ -103,7 +103,15 @@ class Planar(FlowBijector):
 
     def _inverse_and_log_det(self, y):
         u_hat, w, b, w_dot_u_hat = self._params()
-        w_dot_y = tf.reduce_sum(w * y, axis=-1)
+        # Far beyond the data wᵀy can overflow (for finite y); computed with y's largest
+        # magnitude factored out it overflows to ±Inf, never to Inf − Inf = NaN. There
+        # the root is ±Inf too and tanh(α + b) = ±1: solve at a safe 0, put the limit back.
+        largest = tf.reduce_max(tf.abs(y), axis=-1)
+        largest = tf.where(largest > 0, largest, tf.ones_like(largest))
+        w_dot_y = largest * tf.reduce_sum(w * (y / largest[..., tf.newaxis]), axis=-1)
+        overflowed = tf.math.is_inf(w_dot_y)
+        limit = tf.sign(w_dot_y)
+        w_dot_y = tf.where(overflowed, tf.zeros_like(w_dot_y), w_dot_y)
 
         def equation(alpha):
             activation = tf.tanh(alpha + b)
@@ -113,7 +121,7 @@ class Planar(FlowBijector):
         radius = tf.abs(w_dot_u_hat[0]) * tf.ones_like(w_dot_y)
         alpha = increasing_root(equation, w_dot_y - radius, w_dot_y + radius)
         alpha = implicit_newton_step(equation, alpha)
-        activation = tf.tanh(alpha + b)
+        activation = tf.where(overflowed, limit, tf.tanh(alpha + b))
         x = y - u_hat * activation[..., tf.newaxis]
         log_det = -tf.math.log(_slope(activation, *w_dot_u_hat))
         return x, log_det

@@ -84,10 +84,12 @@ class Radial(FlowBijector):
         return tf.convert_to_tensor(self._z0), alpha, beta_hat
 
     def _log_det(self, r, alpha, beta_hat, event_size):
-        scale = 1.0 + beta_hat / (alpha + r)
-        return (event_size - 1.0) * tf.math.log(scale) + tf.math.log(
-            scale - beta_hat * r / tf.square(alpha + r)
-        )
+        h = 1.0 / (alpha + r)
+        scale = 1.0 + beta_hat * h
+        # β̂·r·h² as (β̂·h)·(r·h): no r² to overflow far from the centre, and r·h = 1
+        # for a norm that overflowed to Inf.
+        r_h = tf.where(tf.math.is_inf(r), tf.ones_like(r), r * h)
+        return (event_size - 1.0) * tf.math.log(scale) + tf.math.log(scale - (beta_hat * h) * r_h)
 
     def _forward_and_log_det(self, x):
         z0, alpha, beta_hat = self._params()
@@ -102,23 +104,35 @@ class Radial(FlowBijector):
         offset = y - z0
         r_y = _norm(offset)
         # r² + (α + β̂ − r_y)·r − α·r_y = 0: take the non-negative root without
-        # cancelling two nearly equal numbers.
-        linear = alpha + beta_hat - r_y
-        discriminant = tf.sqrt(tf.square(linear) + 4.0 * alpha * r_y)
-        r = tf.where(
-            linear > 0, 2.0 * alpha * r_y / (linear + discriminant), 0.5 * (discriminant - linear)
+        # cancelling two nearly equal numbers, and without squaring r_y (which
+        # would overflow far from the centre).
+        overflowed = tf.math.is_inf(r_y)  # a finite point whose norm exceeds the dtype
+        finite_r_y = tf.where(overflowed, tf.zeros_like(r_y), r_y)
+        linear = alpha + beta_hat - finite_r_y
+        scale = tf.maximum(tf.abs(linear), 1.0)  # 1 near the centre: the plain formula
+        discriminant = scale * tf.sqrt(
+            tf.square(linear / scale) + 4.0 * alpha * ((finite_r_y / scale) / scale)
         )
+        r = tf.where(
+            linear > 0,
+            2.0 * alpha * (finite_r_y / (linear + discriminant)),
+            0.5 * (discriminant - linear),
+        )
+        r = tf.where(overflowed, r_y, r)
         x = z0 + offset / (1.0 + beta_hat / (alpha + r))[..., tf.newaxis]
         event_size = tf.cast(tf.shape(y)[-1], y.dtype)
         return x, -self._log_det(r, alpha, beta_hat, event_size)
 
 
 def _norm(v):
-    """Euclidean norm over the last axis, with a finite gradient at 0."""
-    squared = tf.reduce_sum(tf.square(v), axis=-1)
-    positive = squared > 0
-    return tf.where(
-        positive,
-        tf.sqrt(tf.where(positive, squared, tf.ones_like(squared))),
-        tf.zeros_like(squared),
-    )
+    """Euclidean norm over the last axis, with a finite gradient at 0 and no overflow.
+
+    The largest magnitude is factored out, so points far from the centre
+    (coordinates beyond 1e19 in float32) keep a finite norm.
+    """
+    largest = tf.reduce_max(tf.abs(v), axis=-1)
+    positive = largest > 0
+    safe = tf.where(positive, largest, tf.ones_like(largest))
+    squared = tf.reduce_sum(tf.square(v / safe[..., tf.newaxis]), axis=-1)
+    squared = tf.where(positive, squared, tf.ones_like(squared))  # no 1/sqrt(0) in the gradient
+    return tf.where(positive, safe * tf.sqrt(squared), tf.zeros_like(largest))

@@ -18,6 +18,22 @@ from tfp_flows.layers.base import FlowLayer, NetworkWithFloat32Ends
 from tfp_flows.validation import check_context_size
 
 
+@tf.custom_gradient
+def bounded_inputs(inputs):
+    """The inputs clipped to ±√(max float)·1e-4 (±1.8e15 in float32), with an identity gradient.
+
+    A network fed points far beyond any data (|x| ~ 1e30, or an ±Inf that an
+    earlier step overflowed to) would compute Inf − Inf = NaN, and a flow's
+    density there would come out NaN instead of a vanishing number. Clipped,
+    it stays finite; its outputs only feed a step's parameters (the values
+    themselves pass through unclipped). No data comes near the bound, so the
+    gradient is the identity, which costs one op where clipping's own
+    gradient costs a dozen.
+    """
+    bound = math.sqrt(inputs.dtype.max) * 1e-4
+    return tf.clip_by_value(inputs, -bound, bound), lambda upstream: upstream
+
+
 class Conditioner(NetworkWithFloat32Ends, keras.layers.Layer):
     """Base class of the networks that compute a flow step's parameters.
 
@@ -62,7 +78,7 @@ class Conditioner(NetworkWithFloat32Ends, keras.layers.Layer):
         return keras.initializers.RandomUniform(-bound, bound)
 
     def call(self, inputs, context=None):
-        inputs = self._with_context(inputs, context)
+        inputs = bounded_inputs(self._with_context(inputs, context))
         if inputs.shape.rank == 2:
             return self._to_variable_dtype(self._network(inputs))
         # Dense layers want [batch, features]: fold any other leading shape into
