@@ -60,3 +60,27 @@ def test_restore_on_nan_in_the_first_epoch_restores_the_initial_weights():
     assert guard.restored_from == -1
     for restored, start in zip(model.get_weights(), initial):
         np.testing.assert_array_equal(restored, start)
+
+
+def test_a_model_restored_after_nan_trains_on_and_saves_well(tmp_path):
+    # The bad step makes the optimizer's moments NaN too: RestoreOnNaN restores them with
+    # the weights, so the next fit (here of the saved and reloaded model) stays finite.
+    data = datasets.load("moons", num_train=1024, num_test=10, seed=0)
+    keras.utils.set_random_seed(0)
+    model = flows.realnvp(2, num_layers=2)
+    model.compile(keras.optimizers.Adam(1e-3))
+    guard = RestoreOnNaN(verbose=False)
+    model.fit(
+        data.train,
+        batch_size=256,
+        epochs=4,
+        verbose=0,
+        callbacks=[PoisonAt(epoch=1, batch=1), guard],
+    )
+    assert guard.restored_from == 0
+    assert all(np.isfinite(v.numpy()).all() for v in model.optimizer.variables)
+    model.save(tmp_path / "restored.keras")
+    for trained in (model, keras.models.load_model(tmp_path / "restored.keras")):
+        history = trained.fit(data.train, batch_size=256, epochs=2, verbose=0)
+        assert np.isfinite(history.history["loss"]).all()
+        assert all(np.isfinite(w).all() for w in trained.get_weights())

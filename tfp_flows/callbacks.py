@@ -34,14 +34,17 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
 
 
 class RestoreOnNaN(keras.callbacks.Callback):
-    """Stops training at a non-finite loss and restores the last good weights.
+    """Stops training at a non-finite loss and restores the last good weights and optimizer state.
 
     Keras' `TerminateOnNaN` stops but leaves the broken (NaN) weights in the
-    model. This callback keeps a copy of the weights from the end of the last
-    epoch whose loss was finite (and from the start of training); when a
-    batch's loss turns NaN or Inf it puts that copy back, stops training and
-    says so. `stopped_at` is then (epoch, batch) and `restored_from` the
-    epoch whose weights the model now has (-1: the initial weights).
+    model. This callback keeps a copy of the weights, and of the optimizer's
+    state (its moments and step count, which the bad step has made NaN too),
+    from the end of the last epoch whose loss was finite (and from the start
+    of training); when a batch's loss turns NaN or Inf it puts both back,
+    stops training and says so. The model then trains on from there (a
+    restored model with NaN optimizer moments would turn NaN at its next
+    step). `stopped_at` is then (epoch, batch) and `restored_from` the epoch
+    whose weights the model now has (-1: the initial weights).
     """
 
     def __init__(self, verbose=True):
@@ -50,9 +53,20 @@ class RestoreOnNaN(keras.callbacks.Callback):
         self.stopped_at = None
         self.restored_from = None
 
+    def _optimizer_variables(self):
+        optimizer = getattr(self.model, "optimizer", None)
+        return list(optimizer.variables) if optimizer is not None else []
+
+    def _snapshot(self, epoch):
+        self._good_weights, self._good_epoch = self.model.get_weights(), epoch
+        self._good_optimizer_state = [v.numpy() for v in self._optimizer_variables()]
+
     def on_train_begin(self, logs=None):
         self.stopped_at = self.restored_from = None
-        self._good_weights, self._good_epoch = self.model.get_weights(), -1
+        optimizer = getattr(self.model, "optimizer", None)
+        if optimizer is not None and not optimizer.built:
+            optimizer.build(self.model.trainable_variables)  # so that its state can be saved
+        self._snapshot(-1)
         self._epoch = 0
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -63,6 +77,8 @@ class RestoreOnNaN(keras.callbacks.Callback):
         if loss is None or math.isfinite(float(loss)):
             return
         self.model.set_weights(self._good_weights)
+        for variable, value in zip(self._optimizer_variables(), self._good_optimizer_state):
+            variable.assign(value)
         self.model.stop_training = True
         self.stopped_at, self.restored_from = (self._epoch, batch), self._good_epoch
         if self.verbose:
@@ -73,9 +89,10 @@ class RestoreOnNaN(keras.callbacks.Callback):
             )
             print(
                 f"\nRestoreOnNaN: the loss became {loss} in epoch {self._epoch + 1}, "
-                f"batch {batch + 1}; stopped training and restored {source}."
+                f"batch {batch + 1}; stopped training and restored {source} "
+                "and the optimizer's state."
             )
 
     def on_epoch_end(self, epoch, logs=None):
         if self.stopped_at is None and math.isfinite(float((logs or {}).get("loss", 0.0))):
-            self._good_weights, self._good_epoch = self.model.get_weights(), epoch
+            self._snapshot(epoch)
