@@ -1,9 +1,12 @@
 """Flow layers without trainable weights: TFP's own bijectors, serialisable."""
 
+import math
+
 import keras
 import numpy as np
 import tensorflow_probability as tfp
 
+from tfp_flows import validation
 from tfp_flows.bijectors import Reverse
 from tfp_flows.layers.base import FlowLayer
 
@@ -58,16 +61,54 @@ class ScaleAndShiftLayer(FlowLayer):
         super().__init__(**kwargs)
         self.scale = [float(s) for s in np.ravel(scale)]
         self.shift = [float(s) for s in np.ravel(shift)]
-        if len(self.scale) != len(self.shift) or min(self.scale) <= 0:
+        if (
+            len(self.scale) != len(self.shift)
+            or not all(math.isfinite(s) and s > 0 for s in self.scale)
+            or not all(math.isfinite(s) for s in self.shift)
+        ):
             raise ValueError(
-                "scale must be positive and the same length as shift, got "
+                "scale must be positive, shift finite, both of the same length; got "
                 f"scale={self.scale}, shift={self.shift}."
             )
 
     @classmethod
-    def from_data(cls, x, min_scale=1e-3, **kwargs):
+    def from_data(cls, x, **kwargs):
+        """The per-dimension mean and standard deviation of x [N, D], in the data's own units.
+
+        The scale is the data's own (no absolute floor: data measured in
+        small units, std ~1e-6, is standardised as well as any other). Data
+        that cannot be standardised is refused by name: non-finite values, a
+        constant column (its density would be a point mass), or a column that
+        varies too little for the model's float precision to resolve.
+        """
+        x = validation.as_array(x, "standardize")
         x = np.asarray(x, dtype=np.float64)
-        return cls(np.maximum(x.std(axis=0), min_scale), x.mean(axis=0), **kwargs)
+        if x.ndim != 2 or len(x) < 2:
+            raise ValueError(
+                f"standardize needs data of shape [N, D] with N >= 2, got shape {x.shape}."
+            )
+        validation.check_training_data(x, x.shape[1:], "standardize")
+        mean, std = x.mean(axis=0), x.std(axis=0)
+        constant = np.flatnonzero(std == 0)
+        if len(constant):
+            raise ValueError(
+                f"cannot standardise: columns {constant.tolist()} of the data are constant "
+                f"(column {constant[0]} is always {float(x[0, constant[0]])!r}), so their density "
+                "would be a point mass and the NLL would fall without bound; drop them."
+            )
+        policy = kwargs.get("dtype") or keras.config.dtype_policy()
+        dtype = np.dtype(keras.dtype_policies.get(policy).variable_dtype)
+        # Below ~100 units in the last place of the mean, the data's own values are
+        # a handful of representable numbers: their density is no density.
+        unresolved = np.flatnonzero(std < 100 * np.finfo(dtype).eps * np.abs(mean))
+        if len(unresolved):
+            j = unresolved[0]
+            raise ValueError(
+                f"cannot standardise: columns {unresolved.tolist()} vary too little for "
+                f"{dtype.name} (column {j}: std {std[j]:.3g} around mean {mean[j]:.6g}); "
+                "subtract a reference value first, or use dtype='float64'."
+            )
+        return cls(std, mean, **kwargs)
 
     def build_weights(self, event_size):
         if len(self.scale) != event_size:
