@@ -210,3 +210,173 @@ def test_unknown_flow_is_a_usage_error():
     result = _run("train", "--flow", "glow")
     assert result.returncode == 2
     assert "invalid choice: 'glow'" in result.stderr and "usage:" in result.stderr
+
+
+# --- The CLI owns only what it writes ---------------------------------------------
+
+SMALL = ["--num-train", "600", "--num-test", "100", "--num-layers", "2", "--hidden-units", "8"]
+SMALL += ["--verbose", "0"]
+
+
+def _train(out, *extra, epochs=2):
+    return cli.main(["train", "--out", str(out), "--epochs", str(epochs), *SMALL, *extra])
+
+
+def test_a_folder_holding_the_users_own_backup_is_refused_untouched(tmp_path, capsys):
+    out = tmp_path / "run"
+    (out / "backup").mkdir(parents=True)
+    (out / "backup" / "notes.txt").write_text("my own backup")
+    assert _train(out) == 1
+    assert "already holds backup, which tfp-flows did not write" in capsys.readouterr().err
+    assert (out / "backup" / "notes.txt").read_text() == "my own backup"
+    assert sorted(p.name for p in out.iterdir()) == ["backup"]
+
+
+def test_the_users_model_keras_is_never_overwritten(tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "model.keras").write_bytes(b"the user's model")
+    assert _train(out) == 1
+    assert "already holds model.keras" in capsys.readouterr().err
+    assert (out / "model.keras").read_bytes() == b"the user's model"
+
+
+def test_other_files_in_the_folder_are_left_alone(tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "notes.txt").write_text("keep me")
+    assert _train(out) == 0
+    assert (out / "notes.txt").read_text() == "keep me"
+    record = json.loads((out / "run.json").read_text())
+    assert record["state"] == "complete" and "notes.txt" not in record["files"]
+    assert {"model.keras", "metrics.json", "history.csv", "plots/samples.png"} <= set(
+        record["files"]
+    )
+
+
+def test_a_finished_run_is_replaced_only_with_overwrite(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert _train(out) == 0
+    stamp = (out / "model.keras").stat().st_mtime_ns
+    (out / "plots" / "mine.png").write_bytes(b"a figure of my own")
+    capsys.readouterr()
+    assert _train(out) == 1
+    assert "already holds a finished run (realnvp on moons, test NLL" in capsys.readouterr().err
+    assert (out / "model.keras").stat().st_mtime_ns == stamp
+    assert _train(out, "--overwrite", "--seed", "1") == 0
+    assert (out / "model.keras").stat().st_mtime_ns != stamp
+    assert (out / "plots" / "mine.png").read_bytes() == b"a figure of my own"
+    assert json.loads((out / "metrics.json").read_text())["arguments"]["seed"] == 1
+
+
+class _Interrupted(Exception):
+    pass
+
+
+def _interrupt_after(epochs, monkeypatch):
+    """Makes the CLI's training stop abruptly right after epoch `epochs`'s backup."""
+
+    class Interrupting(cli.AtomicBackupAndRestore):
+        def on_epoch_end(self, epoch, logs=None):
+            super().on_epoch_end(epoch, logs)
+            if epoch + 1 == epochs:
+                raise _Interrupted
+
+    monkeypatch.setattr(cli, "AtomicBackupAndRestore", Interrupting)
+
+
+def test_a_resume_with_other_options_is_refused_by_name(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "run"
+    with monkeypatch.context() as patch:
+        _interrupt_after(2, patch)
+        with pytest.raises(_Interrupted):
+            _train(out, epochs=4)
+    assert (out / "backup").is_dir()
+    capsys.readouterr()
+    for changed, message in [
+        (["--dataset", "circles"], '--dataset was "moons", now "circles"'),
+        (["--num-layers", "3"], "--num-layers was 2, now 3"),  # the later option wins
+        (["--no-standardize"], "--standardize was true, now false"),
+    ]:
+        assert _train(out, *changed, epochs=4) == 1
+        err = capsys.readouterr().err
+        assert "holds an interrupted run with other options" in err and message in err, err
+    assert (out / "backup").is_dir()  # nothing of the interrupted run was touched
+
+    # The same options resume it, say so, and log every epoch exactly once, even if
+    # the kill came between an epoch's history row and its backup (a row too many).
+    with open(out / "history.csv") as f:
+        rows = f.read().splitlines()
+    assert [r.split(",")[0] for r in rows[1:]] == ["0", "1"]
+    with open(out / "history.csv", "a") as f:
+        f.write("2," + ",".join(rows[-1].split(",")[1:]) + "\n")
+    assert _train(out, epochs=4) == 0
+    assert "resuming the interrupted run in" in capsys.readouterr().out
+    with open(out / "history.csv") as f:
+        epochs = [line.split(",")[0] for line in f.read().splitlines()[1:]]
+    assert epochs == ["0", "1", "2", "3"]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["resumed_after_epoch"] == 2 and metrics["epochs_run"] == 4
+
+
+def test_a_resume_with_overwrite_starts_afresh(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "run"
+    with monkeypatch.context() as patch:
+        _interrupt_after(1, patch)
+        with pytest.raises(_Interrupted):
+            _train(out, epochs=3)
+    assert _train(out, "--dataset", "circles", "--overwrite", epochs=3) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["dataset"] == "circles" and metrics["resumed_after_epoch"] is None
+    assert metrics["epochs_run"] == 3
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--export", "EXPORTS", "--name", "bad name"], "model name must be a plain folder name"),
+        (["--export", "A_FILE"], "cannot create the export folder"),
+        (["--out", "A_FILE"], "it is a file, not a folder|is not a folder"),
+    ],
+)
+def test_output_paths_are_checked_before_training(
+    tmp_path, capsys, monkeypatch, arguments, message
+):
+    (tmp_path / "A_FILE").write_text("a file")
+    arguments = [str(tmp_path / a) if a in ("EXPORTS", "A_FILE") else a for a in arguments]
+    loaded = []
+    monkeypatch.setattr(cli.datasets, "load", lambda *a, **k: loaded.append(a))
+    out = [] if "--out" in arguments else ["--out", str(tmp_path / "run")]
+    assert cli.main(["train", *out, *arguments, *SMALL]) == 1
+    assert re.search(message, capsys.readouterr().err)
+    assert loaded == [] and not (tmp_path / "run").exists()  # refused before any work
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("--learning-rate", "nan"),
+        ("--learning-rate", "0"),
+        ("--clipnorm", "-1"),
+        ("--seed", "-1"),
+        ("--seed", str(2**32)),
+        ("--num-test", "0"),
+        ("--num-train", "-5"),
+        ("--hidden-units", "0"),
+        ("--epochs", "2.5"),
+    ],
+)
+def test_out_of_range_numbers_are_usage_errors(option, value, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.build_parser().parse_args(["train", option, value])
+    assert exit_info.value.code == 2
+    assert option in capsys.readouterr().err
+
+
+def test_a_csv_with_missing_values_is_named(tmp_path, capsys):
+    path = tmp_path / "gaps.csv"
+    path.write_text("1.0,2.0\n3.0,nan\n5.0,6.0\n")
+    assert cli.main(["train", "--data", str(path), "--out", str(tmp_path / "run")]) == 1
+    err = capsys.readouterr().err
+    assert "gaps.csv has missing or non-finite values (NaN, Inf) in 1 of 3 rows" in err
+    assert not (tmp_path / "run").exists()

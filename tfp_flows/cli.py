@@ -2,10 +2,13 @@
 
 import argparse
 import csv
+import hashlib
 import inspect
+import io
 import json
 import math
 import os
+import shutil
 import sys
 import time
 
@@ -14,7 +17,8 @@ import numpy as np
 
 from tfp_flows import datasets, flows, plotting
 from tfp_flows.callbacks import AtomicBackupAndRestore, RestoreOnNaN
-from tfp_flows.export import describe, export_saved_model
+from tfp_flows.export import MAX_SAMPLES, describe, export_saved_model
+from tfp_flows.export import check_destination as check_export_destination
 from tfp_flows.training import cosine_adam, steps_per_call
 
 JIT_COMPILE = {"auto": "auto", "on": True, "off": False}
@@ -29,9 +33,32 @@ def _takes(family, argument):
 
 
 def _positive(text):
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def _positive_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a positive, finite number, got {text}")
+    return value
+
+
+def _seed(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
+    if not 0 <= value < 2**32:
+        raise argparse.ArgumentTypeError(f"must be in [0, 2**32), got {text}")
     return value
 
 
@@ -71,7 +98,7 @@ def build_parser():
     )
     train.add_argument(
         "--hidden-units",
-        type=int,
+        type=_positive,
         nargs="+",
         default=[64, 64],
         help="widths of the hidden layers of each step's network ("
@@ -88,30 +115,32 @@ def build_parser():
     train.add_argument("--batch-size", type=_positive, default=512, help="examples per step")
     train.add_argument(
         "--learning-rate",
-        type=float,
+        type=_positive_float,
         default=2e-3,
         help="Adam's initial learning rate (cosine-decayed to 0 over training)",
     )
     train.add_argument(
         "--clipnorm",
-        type=float,
+        type=_positive_float,
         default=None,
         help="clip each gradient to this norm (off by default)",
     )
     train.add_argument(
         "--num-train",
-        type=int,
+        type=_positive,
         default=20000,
         help="training points for 2D datasets (digits has a fixed 1500/297 split)",
     )
-    train.add_argument("--num-test", type=int, default=5000, help="test points for 2D datasets")
+    train.add_argument(
+        "--num-test", type=_positive, default=5000, help="test points for 2D datasets"
+    )
     train.add_argument(
         "--no-standardize",
         dest="standardize",
         action="store_false",
         help="don't add the fixed last step that standardises the data",
     )
-    train.add_argument("--seed", type=int, default=0, help="seed for data, weights and batches")
+    train.add_argument("--seed", type=_seed, default=0, help="seed for data, weights and batches")
     train.add_argument(
         "--steps-per-execution",
         type=_positive,
@@ -133,7 +162,18 @@ def build_parser():
         help="stop early when the NLL on a validation split (the last 10%% of the training "
         "set) has not improved for this many epochs, and keep the best weights",
     )
-    train.add_argument("--out", default=None, help="output directory (default: runs/DATASET)")
+    train.add_argument(
+        "--out",
+        default=None,
+        help="output directory (default: runs/DATASET); a folder of your own is used only if "
+        "it holds none of the files tfp-flows writes, and nothing in it is ever deleted",
+    )
+    train.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the finished (or discard the interrupted) run in OUT: only files "
+        "tfp-flows wrote there are removed",
+    )
     train.add_argument(
         "--verbose",
         type=int,
@@ -159,7 +199,16 @@ def build_parser():
     export.add_argument("--name", required=True, help="model name (a folder under BASE_PATH)")
     export.add_argument("--base-path", default="saved_models", help="TF Serving's model base")
     export.add_argument(
-        "--version", type=int, default=None, help="version number (default: the next free one)"
+        "--version",
+        type=_positive,
+        default=None,
+        help="version number (default: the next free one)",
+    )
+    export.add_argument(
+        "--max-samples",
+        type=_positive,
+        default=MAX_SAMPLES,
+        help="the most samples one call of the `sample` signature may ask for",
     )
 
     inspect = commands.add_parser(
@@ -171,12 +220,266 @@ def build_parser():
     return parser
 
 
+# What `tfp-flows train` writes into OUT, and owns there (see `RunFolder`).
+RUN_FILE = "run.json"
+OUTPUTS = (RUN_FILE, "model.keras", "metrics.json", "history.csv", "plots", "backup")
+# The options that make a run what it is: a resume with any of them changed is refused.
+RUN_OPTIONS = (
+    "dataset",
+    "data",
+    "flow",
+    "num_layers",
+    "hidden_units",
+    "num_bins",
+    "epochs",
+    "batch_size",
+    "learning_rate",
+    "clipnorm",
+    "num_train",
+    "num_test",
+    "standardize",
+    "seed",
+    "steps_per_execution",
+    "jit_compile",
+    "patience",
+)
+
+
+def _run_config(args):
+    """The options of a run, with a data file named by its absolute path and content hash."""
+    config = {key: getattr(args, key) for key in RUN_OPTIONS}
+    if args.data:
+        config["data"] = {"path": os.path.abspath(args.data), "sha256": _sha256(args.data)}
+        config["dataset"] = None  # not used with --data
+    return json.loads(json.dumps(config))  # tuples as lists, as they come back from the file
+
+
+def _sha256(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _option(key):
+    return "--" + key.replace("_", "-")
+
+
+class RunFolder:
+    """The output folder of `tfp-flows train`, and the files in it that the CLI owns.
+
+    `OUT/run.json` records the run's options, its state ("running",
+    "complete", "failed") and every file the CLI wrote. The CLI never deletes
+    or overwrites a file it did not write: a folder holding any of the names
+    it writes (`OUTPUTS`) that run.json does not list is refused; other files
+    in the folder are left alone. A finished run is replaced only with
+    `--overwrite`; an interrupted one is resumed from its backup when the
+    options match, and refused by name when they don't.
+    """
+
+    def __init__(self, path):
+        self.path = path
+        self.record = None
+
+    def file(self, name):
+        return os.path.join(self.path, name)
+
+    def check_writable(self):
+        """Raises before anything is written when OUT cannot hold a run."""
+        existing = self.path
+        while not os.path.exists(existing):
+            parent = os.path.dirname(existing) or "."
+            if parent == existing:
+                break
+            existing = parent
+        if not os.path.isdir(existing):
+            raise OSError(f"cannot write the run to {self.path}: {existing} is not a folder.")
+        if not os.access(existing, os.W_OK | os.X_OK):
+            raise PermissionError(f"cannot write the run to {self.path}: {existing} is read-only.")
+
+    def _read_record(self):
+        path = self.file(RUN_FILE)
+        if not os.path.isfile(path):
+            return None
+        try:
+            with open(path) as f:
+                record = json.load(f)
+        except (OSError, ValueError):
+            record = None
+        if not isinstance(record, dict) or record.get("written_by") != "tfp-flows train":
+            raise ValueError(
+                f"{path} was not written by tfp-flows train: choose another --out (tfp-flows "
+                "never overwrites files it did not create)."
+            )
+        return record
+
+    def open(self, config, overwrite=False):
+        """Prepares the folder for this run; returns the epoch to resume from, or None.
+
+        Raises a ValueError naming the problem (foreign files, a finished run
+        without --overwrite, an interrupted run with other options) before
+        anything in the folder changes.
+        """
+        self.check_writable()
+        if os.path.exists(self.path) and not os.path.isdir(self.path):
+            raise OSError(f"cannot write the run to {self.path}: it is a file, not a folder.")
+        record = self._read_record() if os.path.isdir(self.path) else None
+        owned = set(record["files"]) if record else set()
+        foreign = [
+            name
+            for name in OUTPUTS
+            if os.path.lexists(self.file(name)) and name not in _owned_names(owned)
+        ]
+        if foreign:
+            raise ValueError(
+                f"{self.path} already holds {', '.join(foreign)}, which tfp-flows did not "
+                "write: choose another --out (tfp-flows never overwrites files it did not "
+                "create)."
+            )
+        resume_epoch = None
+        if record is not None:
+            state = record.get("state")
+            backup_epoch = _backup_epoch(self.file("backup"))
+            if state == "complete" and not overwrite:
+                raise ValueError(
+                    f"{self.path} already holds a finished run ({_describe(record)}): add "
+                    "--overwrite to replace it, or choose another --out."
+                )
+            if state == "running" and backup_epoch is not None and not overwrite:
+                changed = [
+                    key for key in RUN_OPTIONS if record["config"].get(key) != config.get(key)
+                ]
+                if changed:
+                    details = "; ".join(
+                        f"{_option(key)} was {_shown(record['config'].get(key))}, now "
+                        f"{_shown(config.get(key))}"
+                        for key in changed
+                    )
+                    raise ValueError(
+                        f"{self.path} holds an interrupted run with other options ({details}): "
+                        "rerun with the same options to resume it, add --overwrite to discard "
+                        "it and start afresh, or choose another --out."
+                    )
+                resume_epoch = backup_epoch
+            else:
+                self._remove(owned)
+                if state == "running" and not overwrite:
+                    print(
+                        f"restarting the run in {self.path}: the previous one stopped before "
+                        "it had a backup."
+                    )
+        self.record = {
+            "written_by": "tfp-flows train",
+            "state": "running",
+            "config": config,
+            "files": sorted(
+                {RUN_FILE, "history.csv", "backup"} | (owned if resume_epoch else set())
+            ),
+        }
+        os.makedirs(self.path, exist_ok=True)
+        self._save_record()
+        if resume_epoch is not None:
+            _truncate_history(self.file("history.csv"), resume_epoch)
+        return resume_epoch
+
+    def wrote(self, *names):
+        self.record["files"] = sorted(set(self.record["files"]) | set(names))
+        self._save_record()
+
+    def finish(self, state, summary=None):
+        self.record["state"] = state
+        if summary:
+            self.record["summary"] = summary
+        self._save_record()
+
+    def _save_record(self):
+        _write_atomically(self.file(RUN_FILE), json.dumps(self.record, indent=2))
+
+    def _remove(self, owned):
+        """Deletes the files of an earlier run that run.json lists (and nothing else)."""
+        for name in sorted(owned, key=len, reverse=True):
+            path = self.file(name)
+            if os.path.isdir(path) and not os.path.islink(path):
+                if name == "backup":
+                    shutil.rmtree(path)
+                elif not os.listdir(path):
+                    os.rmdir(path)
+            elif os.path.lexists(path):
+                os.remove(path)
+
+
+def _owned_names(owned):
+    """The top-level names of owned paths ("plots/samples.png" owns "plots")."""
+    return {name.split("/", 1)[0] for name in owned}
+
+
+def _backup_epoch(backup):
+    """The epochs a run's backup has completed, or None without a readable backup."""
+    try:
+        with open(os.path.join(backup, "training_metadata.json")) as f:
+            return int(json.load(f)["epoch"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _describe(record):
+    summary = record.get("summary") or {}
+    config = record.get("config") or {}
+    what = f"{config.get('flow')} on {config.get('dataset') or 'a data file'}"
+    if "test_nll" in summary:
+        what += f", test NLL {summary['test_nll']:.4f}"
+    return what
+
+
+def _shown(value):
+    if isinstance(value, dict) and "path" in value:
+        return f"{value['path']} (sha256 {value['sha256'][:12]})"
+    return json.dumps(value)
+
+
+def _truncate_history(path, epochs):
+    """Keeps the rows of epochs 0..epochs-1: a kill between the history row and the backup
+    of an epoch would otherwise leave that epoch's row twice once it is run again."""
+    if not os.path.isfile(path):
+        return
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        return
+    fields = list(rows[0])
+    kept = [
+        row
+        for row in rows
+        if None not in row.values()
+        and row.get("epoch", "").isdigit()
+        and int(row["epoch"]) < epochs
+    ]
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fields, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(kept)
+    _write_atomically(path, buffer.getvalue())
+
+
+def _write_atomically(path, text):
+    partial = path + ".partial"
+    with open(partial, "w") as f:
+        f.write(text)
+    os.replace(partial, path)
+
+
 def train(args):
+    export_name = args.name or _data_name(args)
+    if args.export:
+        check_export_destination(args.export, export_name)
+    out = args.out or os.path.join("runs", _data_name(args))
+    run = RunFolder(out)
+    run.check_writable()
     if args.data:
         data = datasets.load_file(args.data, seed=args.seed)
     else:
         data = datasets.load(args.dataset, args.num_train, args.num_test, seed=args.seed)
-    out = args.out or os.path.join("runs", data.name)
     keras.utils.set_random_seed(args.seed)
     options = {"num_layers": args.num_layers} if args.num_layers else {}
     if _takes(args.flow, "hidden_units"):
@@ -197,14 +500,19 @@ def train(args):
         or steps_per_call(math.ceil(train_size / args.batch_size)),
     )
 
-    os.makedirs(out, exist_ok=True)
-    history_path, backup = os.path.join(out, "history.csv"), os.path.join(out, "backup")
+    resume_epoch = run.open(_run_config(args), overwrite=args.overwrite)
+    if resume_epoch is not None:
+        print(
+            f"resuming the interrupted run in {out} after epoch {resume_epoch} of {args.epochs} "
+            "(from its backup)"
+        )
+    history_path = run.file("history.csv")
     nan_guard = RestoreOnNaN()
     callbacks = [
         nan_guard,
-        # A run resumed from its backup appends to the history it already has.
-        keras.callbacks.CSVLogger(history_path, append=os.path.isdir(backup)),
-        AtomicBackupAndRestore(backup),
+        # A resumed run appends to the history it already has (cut to its backup's epoch).
+        keras.callbacks.CSVLogger(history_path, append=resume_epoch is not None),
+        AtomicBackupAndRestore(run.file("backup")),
     ]
     if args.patience:
         callbacks.append(
@@ -226,6 +534,7 @@ def train(args):
     test_log_prob = model.log_prob(data.test).numpy()
     test_nll = float(-test_log_prob.mean())
     if not np.isfinite(test_nll):
+        run.finish("failed")
         print(
             "error: training diverged (non-finite test NLL); the model was not saved.",
             file=sys.stderr,
@@ -242,24 +551,34 @@ def train(args):
         "test_bits_per_dim": test_nll / (model.event_size * math.log(2.0)),
         "validation": "last 10% of the training set" if args.patience else "the test set",
         "stopped_on_nan": nan_guard.stopped_at is not None,
+        "resumed_after_epoch": resume_epoch,
         "num_weights": int(model.count_params()),
         "arguments": {**vars(args), "out": out},
         "history": history,
     }
-    model.save(os.path.join(out, "model.keras"))
-    plots = plotting.plot_all(model, data, history, os.path.join(out, "plots"))
+    partial_model = run.file(".model.partial.keras")
+    model.save(partial_model)
+    os.replace(partial_model, run.file("model.keras"))
+    run.wrote("model.keras")
+    plots = plotting.plot_all(model, data, history, run.file("plots"))
     metrics["plots"] = {name: os.path.relpath(path, out) for name, path in plots.items()}
-    with open(os.path.join(out, "metrics.json"), "w") as f:
-        json.dump(metrics, f, indent=2, default=float)
+    run.wrote(*metrics["plots"].values())
+    _write_atomically(run.file("metrics.json"), json.dumps(metrics, indent=2, default=float))
+    run.wrote("metrics.json")
+    run.finish("complete", {"test_nll": test_nll})
     print(
         f"{args.flow} on {data.name}: test NLL {test_nll:.4f} nats "
         f"({metrics['test_bits_per_dim']:.4f} bits/dim), {seconds:.1f} s of training; "
         f"wrote {out}/model.keras, metrics.json, history.csv, plots/"
     )
     if args.export:
-        path = export_saved_model(model, args.export, args.name or data.name)
+        path = export_saved_model(model, args.export, export_name)
         print(f"exported the SavedModel to {path}")
     return 0
+
+
+def _data_name(args):
+    return os.path.splitext(os.path.basename(args.data))[0] if args.data else args.dataset
 
 
 def _read_history(path):
@@ -281,7 +600,9 @@ def load_run(run_dir):
 
 
 def export(args):
-    path = export_saved_model(load_run(args.run_dir), args.base_path, args.name, args.version)
+    check_export_destination(args.base_path, args.name, args.version)
+    model = load_run(args.run_dir)
+    path = export_saved_model(model, args.base_path, args.name, args.version, args.max_samples)
     print(f"exported {args.run_dir}/model.keras to {path}")
     return 0
 
@@ -289,10 +610,10 @@ def export(args):
 def inspect_export(args):
     for version, signatures in describe(args.model_dir).items():
         print(f"version {version}: {os.path.join(args.model_dir, str(version))}")
-        for name, io in signatures.items():
+        for name, tensors in signatures.items():
             print(f"  {name}")
             for kind in ("inputs", "outputs"):
-                for key, (dtype, shape) in io[kind].items():
+                for key, (dtype, shape) in tensors[kind].items():
                     dims = "scalar" if shape == [] else str(shape).replace("None", "-1")
                     print(f"    {kind[:-1]:6s} {key}: {dtype} {dims}")
     return 0
