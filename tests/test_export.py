@@ -281,3 +281,174 @@ def test_conditional_export_takes_a_context_in_every_signature(tmp_path):
     np.testing.assert_allclose(
         np.load(tmp_path / "out" / "log_prob.npy"), model.log_prob(x, context=context), atol=1e-5
     )
+
+
+# --- Edges: every input gets the model's answer; exporters never collide ------------
+
+NAN_CONTEXT_CHECK = textwrap.dedent("""
+    import json, os, sys
+    import numpy as np
+    import tensorflow as tf
+    signatures = tf.saved_model.load(sys.argv[1]).signatures
+    x, context = np.load(sys.argv[2]), np.load(sys.argv[3])
+    log_prob = signatures["log_prob"](x=x, context=context)["log_prob"].numpy()
+    samples = signatures["sample"](n=tf.constant(2), seed=tf.constant([1, 2]), context=context)
+    z = signatures["inverse"](x=x, context=context)["z"].numpy()
+    print("RESULT", json.dumps({
+        "log_prob": log_prob.tolist(),
+        "samples": samples["samples"].numpy().tolist(),
+        "z": z.tolist(),
+    }).replace("NaN", '"nan"'))
+""")
+
+
+@pytest.fixture(scope="module")
+def conditional_export(tmp_path_factory):
+    keras.utils.set_random_seed(0)
+    model = flows.realnvp(2, num_layers=2, context_size=3)
+    rng = np.random.default_rng(0)
+    for weight in model.trainable_weights:
+        weight.assign(weight + 0.2 * rng.standard_normal(weight.shape).astype("float32"))
+    base = tmp_path_factory.mktemp("conditional")
+    return model, pathlib.Path(export_saved_model(model, base, "c", max_samples=50))
+
+
+def test_export_gives_nan_for_non_finite_contexts_on_every_kernel_setting(
+    conditional_export, tmp_path
+):
+    # With NaN in a context, ReLU kernels may return 0 (oneDNN) or NaN: the export must
+    # give NaN either way, never a plausible number.
+    model, path = conditional_export
+    x = _points(4)
+    context = np.array([[0.1, 0.2, 0.3], [np.nan, 0, 0], [0, np.inf, 0], [1, 1, 1]], "float32")
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "context.npy", context)
+    good = model.log_prob(x[[0, 3]], context=context[[0, 3]]).numpy()
+    for onednn in ("0", "1"):
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                NAN_CONTEXT_CHECK,
+                str(path),
+                *(str(tmp_path / f) for f in ("x.npy", "context.npy")),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env={**os.environ, "TF_ENABLE_ONEDNN_OPTS": onednn},
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+        out = json.loads(result.stdout.split("RESULT ", 1)[1])
+        log_prob = np.array(out["log_prob"], dtype=float)
+        assert np.isnan(log_prob[1:3]).all(), (onednn, log_prob)
+        np.testing.assert_allclose(log_prob[[0, 3]], good, atol=1e-5)
+        samples, z = np.array(out["samples"], dtype=float), np.array(out["z"], dtype=float)
+        assert np.isnan(samples[:, 1:3]).all() and np.isfinite(samples[:, [0, 3]]).all()
+        assert np.isnan(z[1:3]).all() and np.isfinite(z[[0, 3]]).all()
+
+
+def test_export_sample_takes_at_most_max_samples(conditional_export):
+    model, path = conditional_export
+    sample = tf.saved_model.load(str(path)).signatures["sample"]
+    context = np.zeros((1, 3), "float32")
+    assert sample(n=tf.constant(50), seed=tf.constant([1, 2]), context=context)[
+        "samples"
+    ].shape == (50, 1, 2)
+    for n in (51, 2**31 - 1, 0, -4):
+        with pytest.raises(tf.errors.InvalidArgumentError, match="sample: n must be"):
+            sample(n=tf.constant(n), seed=tf.constant([1, 2]), context=context)
+
+
+def test_export_rows_with_nan_or_inf_x(exported):
+    model, path = exported
+    x = np.array([[0.1, 0.2], [np.nan, 0.0], [np.inf, 1.0]], "float32")
+    log_prob = tf.saved_model.load(str(path)).signatures["log_prob"](x=x)["log_prob"].numpy()
+    assert np.isfinite(log_prob[0]) and np.isnan(log_prob[1]) and np.isneginf(log_prob[2])
+    np.testing.assert_allclose(log_prob, model.log_prob(x), atol=1e-5)
+
+
+def test_concurrent_exporters_each_get_their_own_version(exported, tmp_path, monkeypatch):
+    # Another process finishes version 1 after this one looked for the next free version:
+    # the rename into place fails, and this export takes version 2 instead of failing.
+    from tfp_flows import export
+
+    model, _ = exported
+    first = export_saved_model(model, tmp_path, "m")
+    looked = []
+
+    def stale_versions(model_dir):
+        looked.append(model_dir)
+        return [] if len(looked) == 1 else versions(model_dir)
+
+    monkeypatch.setattr(export, "versions", stale_versions)
+    second = export_saved_model(model, tmp_path, "m")
+    assert os.path.basename(first) == "1" and os.path.basename(second) == "2"
+    assert sorted(os.listdir(tmp_path / "m")) == ["1", "2"]
+
+
+def test_two_processes_export_the_same_name_at_once(tmp_path):
+    script = textwrap.dedent("""
+        import sys, time
+        import keras
+        from tfp_flows import flows
+        from tfp_flows.export import export_saved_model
+        model = flows.planar(2, num_layers=1)
+        while time.time() < float(sys.argv[2]):
+            time.sleep(0.01)
+        print("EXPORTED", export_saved_model(model, sys.argv[1], "same"))
+    """)
+    import time
+
+    start = str(time.time() + 25)  # both processes have imported TensorFlow by then
+    runs = [
+        subprocess.Popen(
+            [sys.executable, "-c", script, str(tmp_path), start],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    outputs = [run.communicate(timeout=300) for run in runs]
+    assert [run.returncode for run in runs] == [0, 0], [err[-2000:] for _, err in outputs]
+    paths = sorted(out.split("EXPORTED ", 1)[1].strip() for out, _ in outputs)
+    assert [os.path.basename(p) for p in paths] == ["1", "2"]
+    assert sorted(os.listdir(tmp_path / "same")) == ["1", "2"]
+
+
+def test_stale_temporary_folders_of_killed_exports_are_removed(exported, tmp_path):
+    from tfp_flows.export import remove_stale_staging
+
+    model, _ = exported
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    model_dir = tmp_path / "m"
+    stale = model_dir / f".tmp-{dead.pid}-abc"
+    stale.mkdir(parents=True)
+    (stale / "tfp_flows_export.json").write_text(
+        json.dumps({"host": __import__("socket").gethostname(), "pid": dead.pid})
+    )
+    (stale / "export").mkdir()
+    alive = model_dir / f".tmp-{os.getpid()}-def"  # a live exporter's: left alone
+    alive.mkdir()
+    (alive / "tfp_flows_export.json").write_text(
+        json.dumps({"host": __import__("socket").gethostname(), "pid": os.getpid()})
+    )
+    foreign = model_dir / ".tmp-mine"  # not ours (no owner file): left alone
+    foreign.mkdir()
+    export_saved_model(model, tmp_path, "m")
+    assert not stale.exists() and alive.exists() and foreign.exists()
+    assert sorted(os.listdir(model_dir)) == sorted([".tmp-mine", alive.name, "1"])
+    assert remove_stale_staging(model_dir) == []
+
+
+def test_non_ascii_digit_folders_are_not_versions(exported, tmp_path):
+    model, _ = exported
+    model_dir = tmp_path / "m"
+    for name in ("²", "١٢", "3a"):
+        (model_dir / name).mkdir(parents=True)
+    assert versions(model_dir) == []
+    path = export_saved_model(model, tmp_path, "m")
+    assert os.path.basename(path) == "1"
+    assert list(describe(model_dir)) == [1]

@@ -14,7 +14,14 @@ inputs and outputs and a `None` batch dimension (D is the event size):
 | `inverse` | `x`: float[None, D] | `z`: float[None, D], `log_det`: float[None] |
 
 `sample` is stateless: the same seed gives the same samples, equal to the
-in-memory `model.sample(n, seed=seed)`.
+in-memory `model.sample(n, seed=seed)`; `n` must lie in [1, max_samples]
+(65536 by default, an argument of `export_saved_model`), so that one request
+cannot exhaust a server's memory.
+
+Every signature gives the in-process model's answer for every input: a row
+with NaN gives NaN, a row with ±Inf (or outside an image flow's support)
+log-density -inf, and a context row with NaN or Inf gives NaN outputs, on
+every CPU kernel setting.
 
 A conditional flow's export adds `context`: float[None, C] to the inputs of
 every signature. `log_prob`, `bits_per_dim`, `forward` and `inverse` pair
@@ -23,24 +30,43 @@ the i-th row of `x` (or `z`) with the i-th context (one row broadcasts);
 `model.sample(n, seed=seed, context=context)`.
 """
 
+import json
 import math
 import os
 import re
 import shutil
+import socket
 import tempfile
 
 import keras
 import tensorflow as tf
 
+from tfp_flows import validation
+
 SIGNATURES = ("serving_default", "log_prob", "bits_per_dim", "sample", "forward", "inverse")
 
+# The default most samples one `sample` request may ask for: one request must not
+# be able to exhaust a server's memory (n · D values are returned).
+MAX_SAMPLES = 65536
 
-def signature_functions(model):
-    """{name: (function, input_signature)} for every signature of `model`'s export."""
+_STAGING_PREFIX = ".tmp-"
+_STAGING_OWNER = "tfp_flows_export.json"
+_VERSION = re.compile(r"[0-9]+", re.ASCII)
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*", re.ASCII)
+
+
+def signature_functions(model, max_samples=MAX_SAMPLES):
+    """{name: (function, input_signature)} for every signature of `model`'s export.
+
+    Each function calls the model's public methods, so the export computes
+    what the model does in process, with the same answers for every input (a
+    NaN row gives NaN, an Inf row or one outside a bounded support -inf, a
+    NaN or Inf context NaN). `sample` refuses `n` outside [1, max_samples]
+    with an INVALID_ARGUMENT error.
+    """
+    max_samples = validation.check_integer(max_samples, "max_samples")
     dtype = tf.as_dtype(model.dtype)
     events = [None, *model.event_shape]
-    bijector = model.bijector
-    event_ndims = len(model.event_shape)
     dims = model.event_size * math.log(2.0)
     # A conditional flow's signatures take a `context` too, and pass it to every step.
     context_spec = (
@@ -49,27 +75,29 @@ def signature_functions(model):
         else []
     )
 
-    def transform(direction, points, context):
-        points, kwargs = model._conditioned(points, context)
-        method = getattr(bijector, direction)
-        log_det = getattr(bijector, f"{direction}_log_det_jacobian")
-        return method(points, **kwargs), log_det(points, event_ndims=event_ndims, **kwargs)
-
     def log_prob(x, context=None):
-        return {"log_prob": model._log_prob(x, context)}
+        return {"log_prob": model.log_prob(x, context)}
 
     def bits_per_dim(x, context=None):
-        return {"bits_per_dim": -model._log_prob(x, context) / dims}
+        return {"bits_per_dim": -model.log_prob(x, context) / dims}
 
     def sample(n, seed, context=None):
-        return {"samples": model._sample(n, seed, context=context)}
+        checks = [
+            tf.debugging.assert_positive(n, message="sample: n must be a positive integer"),
+            tf.debugging.assert_less_equal(
+                n, max_samples, message=f"sample: n must be at most {max_samples}"
+            ),
+        ]
+        with tf.control_dependencies(checks):
+            n = tf.identity(n)
+        return {"samples": model.sample(n, seed=seed, context=context)}
 
     def forward(z, context=None):
-        x, log_det = transform("forward", z, context)
+        x, log_det = model.forward_and_log_det(z, context)
         return {"x": x, "log_det": log_det}
 
     def inverse(x, context=None):
-        z, log_det = transform("inverse", x, context)
+        z, log_det = model.inverse_and_log_det(x, context)
         return {"z": z, "log_det": log_det}
 
     x_spec = [tf.TensorSpec(events, dtype, name="x"), *context_spec]
@@ -90,7 +118,39 @@ def signature_functions(model):
     }
 
 
-def export_saved_model(model, base_path, name, version=None):
+def check_destination(base_path, name, version=None):
+    """Raises before any work when `base_path/name[/version]` cannot take an export.
+
+    For the CLI, which checks `--export` and `--name` before training. Nothing
+    is created.
+    """
+    if not _NAME.fullmatch(str(name)):
+        raise ValueError(
+            f"model name must be a plain folder name (letters, digits, '.', '_', '-'), "
+            f"got {name!r}."
+        )
+    if version is not None:
+        validation.check_integer(version, "version", maximum=2**63 - 1)
+    model_dir = os.path.join(os.fspath(base_path), str(name))
+    existing = model_dir
+    while not os.path.exists(existing):
+        parent = os.path.dirname(existing) or "."
+        if parent == existing:
+            break
+        existing = parent
+    if not os.path.isdir(existing):
+        raise OSError(f"cannot create the export folder {model_dir}: {existing} is not a folder.")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise PermissionError(f"cannot write to {existing}: nothing would be exported.")
+    if version is not None and os.path.exists(os.path.join(model_dir, str(version))):
+        raise FileExistsError(
+            f"{os.path.join(model_dir, str(version))} already exists: versions are never "
+            "overwritten; pass another version or leave it out to take the next free one."
+        )
+    return model_dir
+
+
+def export_saved_model(model, base_path, name, version=None, max_samples=MAX_SAMPLES):
     """Writes `model` as `<base_path>/<name>/<version>/` for TF Serving; returns that path.
 
     Arguments:
@@ -100,43 +160,103 @@ def export_saved_model(model, base_path, name, version=None):
         name: the model's name, a folder under `base_path`.
         version: a positive integer; by default one more than the highest
             version there.
+        max_samples: the most samples one call of the `sample` signature may
+            ask for (larger `n` is an INVALID_ARGUMENT error).
 
     The version folder is built in a hidden temporary folder beside it and
     renamed into place once complete, so TF Serving never sees a partial
-    export; an existing version is never overwritten.
+    export; an existing version is never overwritten. Several processes may
+    export the same name at once: each gets its own version. Temporary
+    folders left by exports that were killed (their process is gone) are
+    removed.
     """
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", str(name)):
-        raise ValueError(f"model name must be a plain folder name, got {name!r}.")
-    model_dir = os.path.join(os.fspath(base_path), name)
+    model_dir = check_destination(base_path, name, version)
+    max_samples = validation.check_integer(max_samples, "max_samples")
     try:
         os.makedirs(model_dir, exist_ok=True)
     except OSError as error:
         raise OSError(f"cannot create the export folder {model_dir}: {error}") from error
-    if version is None:
-        version = max(versions(model_dir), default=0) + 1
-    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
-        raise ValueError(f"version must be a positive integer, got {version!r}.")
-    target = os.path.join(model_dir, str(version))
-    if os.path.exists(target):
-        raise FileExistsError(
-            f"{target} already exists: versions are never overwritten; pass another version "
-            "or leave it out to take the next free one."
-        )
     if not os.access(model_dir, os.W_OK):
         raise PermissionError(f"cannot write to {model_dir}: nothing was exported.")
+    remove_stale_staging(model_dir)
 
-    staging = tempfile.mkdtemp(prefix=f".tmp-{version}-", dir=model_dir)
+    staging = tempfile.mkdtemp(prefix=f"{_STAGING_PREFIX}{os.getpid()}-", dir=model_dir)
     try:
+        with open(os.path.join(staging, _STAGING_OWNER), "w") as f:
+            json.dump({"host": socket.gethostname(), "pid": os.getpid()}, f)
         archive = keras.export.ExportArchive()
         archive.track(model)
-        for signature, (function, input_signature) in signature_functions(model).items():
+        for signature, (function, input_signature) in signature_functions(
+            model, max_samples
+        ).items():
             archive.add_endpoint(signature, function, input_signature=input_signature)
         export_dir = os.path.join(staging, "export")
         archive.write_out(export_dir, verbose=False)
-        os.rename(export_dir, target)  # atomic on one file system; fails if target appeared
+        return _move_into_place(export_dir, model_dir, version)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return target
+
+
+def _move_into_place(export_dir, model_dir, version):
+    """Renames the finished export to its version folder; the next free one if none was asked.
+
+    The rename is atomic on one file system and fails when the target exists
+    (a non-empty folder), so two exporters racing for a version never both
+    get it: the loser takes the next one.
+    """
+    for _ in range(1000):
+        target_version = version if version is not None else max(versions(model_dir), default=0) + 1
+        target = os.path.join(model_dir, str(target_version))
+        try:
+            if os.path.exists(target):
+                raise FileExistsError(target)
+            os.rename(export_dir, target)
+            return target
+        except OSError as error:
+            if not os.path.exists(target):
+                raise
+            if version is not None:
+                raise FileExistsError(
+                    f"{target} already exists: versions are never overwritten; pass another "
+                    "version or leave it out to take the next free one."
+                ) from error
+    raise OSError(f"could not find a free version under {model_dir}.")
+
+
+def remove_stale_staging(model_dir):
+    """Removes the temporary folders of exports on this host whose process has died.
+
+    Only folders this module made (named ".tmp-PID-..." and holding its owner
+    file) are touched; returns the paths removed.
+    """
+    removed = []
+    host = socket.gethostname()
+    for entry in os.listdir(model_dir):
+        path = os.path.join(model_dir, entry)
+        owner_file = os.path.join(path, _STAGING_OWNER)
+        if not entry.startswith(_STAGING_PREFIX) or not os.path.isfile(owner_file):
+            continue
+        try:
+            with open(owner_file) as f:
+                owner = json.load(f)
+        except (OSError, ValueError):
+            continue
+        if owner.get("host") == host and not _alive(owner.get("pid")):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
+
+
+def _alive(pid):
+    if not isinstance(pid, int) or pid <= 0:
+        return True  # unknown: leave it alone
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def versions(model_dir):
@@ -146,7 +266,7 @@ def versions(model_dir):
     return sorted(
         int(entry)
         for entry in os.listdir(model_dir)
-        if entry.isdigit() and os.path.isdir(os.path.join(model_dir, entry))
+        if _VERSION.fullmatch(entry) and os.path.isdir(os.path.join(model_dir, entry))
     )
 
 
