@@ -82,3 +82,12 @@ def test_toy_quality_benchmark_runs(tmp_path):
     assert " ".join(flow) in row["command"]
     assert row["test_nll"] > 0.29 and isinstance(row["met"], bool)
     assert "| moons |" in printed
+
+
+def test_large_inputs_benchmark_runs(tmp_path):
+    out = tmp_path / "large.json"
+    printed = _run("large_inputs.py", "--quick", "--out", str(out))
+    rows = json.loads(out.read_text())["rows"]
+    assert {(r["op"], r["n"], r["chunked"]) for r in rows} >= {("log_prob", 100_000, True)}
+    assert all(r["finite"] and r["samples_per_second"] > 0 for r in rows)
+    assert "| log_prob | 1e+05 | yes |" in printed
