@@ -101,7 +101,7 @@ def test_num_bins_reaches_the_spline_couplings(tmp_path):
     argv += ["2", "--hidden-units", "8", "--epochs", "1", "--num-train", "1000", "--num-test"]
     assert cli.main([*argv, "100", "--out", str(out), "--verbose", "0"]) == 0
     model = keras.models.load_model(out / "model.keras")
-    splines = [layer for layer in model.flow_layers if hasattr(layer, "num_bins")]
+    splines = [layer.transformer for layer in model.flow_layers if hasattr(layer, "transformer")]
     assert [layer.num_bins for layer in splines] == [4, 4]
 
 

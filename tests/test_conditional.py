@@ -12,7 +12,7 @@ import tensorflow_probability as tfp
 
 from tfp_flows import FlowModel, layers
 from tfp_flows.bijectors import half_mask
-from tfp_flows.registry import build_random
+from tfp_flows.testing.registry import build_random
 
 tfb, tfd = tfp.bijectors, tfp.distributions
 

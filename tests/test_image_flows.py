@@ -100,9 +100,9 @@ def test_act_norm_initialises_from_the_first_batch_inside_fit_and_survives_savin
     model = _model(noise=0.0)
     model.compile(keras.optimizers.Adam(0.0))  # init only: training does not move weights
     x = _images(64, seed=3)
-    assert model._needs_initialization()
+    assert model.needs_data_initialization
     model.fit(x, batch_size=32, epochs=1, shuffle=False, verbose=0)
-    assert not model._needs_initialization()
+    assert not model.needs_data_initialization
     # On the first batch, the ActNorm nearest the data (in the normalizing direction)
     # returns zero-mean, unit-variance channels.
     layer = model.flow_layers[0]
@@ -116,7 +116,7 @@ def test_act_norm_initialises_from_the_first_batch_inside_fit_and_survives_savin
     path = tmp_path / "glow.keras"
     model.save(path)
     loaded = keras.models.load_model(path)
-    assert not loaded._needs_initialization()
+    assert not loaded.needs_data_initialization
     before = [w.numpy().copy() for w in loaded.weights]
     loaded.initialize_from_data(_images(16, seed=9))  # already initialised: no change
     for weight, old in zip(loaded.weights, before):
@@ -130,7 +130,7 @@ def test_initialisation_from_a_dataset_of_pairs_for_a_conditional_flow():
     x, context = _images(32, seed=4), np.eye(3, dtype=np.float32)[np.arange(32) % 3]
     pairs = tf.data.Dataset.from_tensor_slices((x, context)).batch(16)
     history = model.fit(pairs, epochs=2, shuffle=False, verbose=0).history
-    assert not model._needs_initialization() and np.isfinite(history["loss"]).all()
+    assert not model.needs_data_initialization and np.isfinite(history["loss"]).all()
     first, second = (model.log_prob(x[:4], context=context[k]) for k in (0, 1))
     assert not np.allclose(first, second)  # the context reaches the couplings
     assert model.sample(5, seed=1, context=context[:2]).shape == (5, 2, *SHAPE)

@@ -10,7 +10,7 @@ import tensorflow_probability as tfp
 
 from tfp_flows import FlowModel, datasets, flows
 from tfp_flows.layers import PermuteLayer, PlanarLayer
-from tfp_flows.registry import build_random
+from tfp_flows.testing.registry import build_random
 
 tfb = tfp.bijectors
 tfd = tfp.distributions

@@ -1,6 +1,6 @@
 """Neural spline flows and MAF / IAF: what the generic registry tests don't cover.
 
-The registry (tfp_flows/registry.py) runs every generic property on a spline coupling, a
+The registry (tfp_flows/testing/registry.py) runs every generic property on a spline coupling, a
 MAF, an IAF and conditional forms; here: MADE's autoregressive structure, the context,
 the identity at initialisation, the pass counts the docstrings promise, fitting moons,
 and the SavedModel export.

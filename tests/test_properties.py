@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from tfp_flows import FlowModel
-from tfp_flows.registry import REGISTRY, bijector_under_test, build_random, context_kwargs
+from tfp_flows.testing.registry import REGISTRY, bijector_under_test, build_random, context_kwargs
 
 # Only vector steps have an event size to draw; image steps have one fixed shape (and
 # Jacobians too large for hundreds of examples): test_registry.py covers them.

@@ -15,7 +15,7 @@ import pytest
 import tensorflow as tf
 
 from tfp_flows import FlowModel
-from tfp_flows.registry import (
+from tfp_flows.testing.registry import (
     REGISTRY,
     bijector_under_test,
     build_random,

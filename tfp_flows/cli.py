@@ -16,6 +16,7 @@ import keras
 import numpy as np
 
 from tfp_flows import datasets, flows, plotting
+from tfp_flows.bijectors import transformers
 from tfp_flows.callbacks import AtomicBackupAndRestore, RestoreOnNaN
 from tfp_flows.export import MAX_SAMPLES, describe, export_saved_model
 from tfp_flows.export import check_destination as check_export_destination
@@ -30,6 +31,52 @@ def _default(family, argument):
 
 def _takes(family, argument):
     return argument in inspect.signature(flows.FLOWS[family]).parameters
+
+
+# The flows whose steps take a transformer, and the one they use by default.
+FLOW_TRANSFORMERS = {"realnvp": "affine", "maf": "affine", "nsf": "spline"}
+# {option: (transformers that take it, its default)}, over every registered transformer.
+TRANSFORMER_OPTIONS = {}
+for _name in transformers.TRANSFORMERS:
+    for _option, _default_value in transformers.defaults(_name).items():
+        _names, _ = TRANSFORMER_OPTIONS.get(_option, ((), None))
+        TRANSFORMER_OPTIONS[_option] = ((*_names, _name), _default_value)
+
+
+def _transformer_of(args):
+    """The transformer name of this run's flow (None for planar, radial)."""
+    return args.transformer or FLOW_TRANSFORMERS.get(args.flow)
+
+
+def _check_transformer_arguments(parser, args):
+    """Usage errors for --transformer and its options where the flow does not take them."""
+    if args.transformer and args.flow not in ("realnvp", "maf"):
+        parser.error(
+            f"--transformer applies to realnvp and maf, not to {args.flow}"
+            + (" (nsf is realnvp --transformer spline)" if args.flow == "nsf" else "")
+        )
+    transformer = _transformer_of(args)
+    for option, (names, _) in TRANSFORMER_OPTIONS.items():
+        if getattr(args, option) is None or transformer in names:
+            continue
+        flag = "--" + option.replace("_", "-")
+        kind = " and ".join(names)
+        if transformer is None:
+            parser.error(f"{flag} applies to {kind} transformers; {args.flow} has none")
+        if option == "num_bins":  # the message users of earlier versions know
+            parser.error(
+                f"--num-bins applies to spline flows (nsf), not to {args.flow} (its "
+                f"transformer is {transformer}; add --transformer spline for splines)"
+            )
+        parser.error(f"{flag} applies to {kind} transformers, not to {args.flow}'s {transformer}")
+
+
+def _transformer_options(args):
+    return {
+        option: getattr(args, option)
+        for option in TRANSFORMER_OPTIONS
+        if getattr(args, option) is not None
+    }
 
 
 def _positive(text):
@@ -106,11 +153,20 @@ def build_parser():
         + ")",
     )
     train.add_argument(
-        "--num-bins",
-        type=_positive,
+        "--transformer",
         default=None,
-        help="spline bins per element (nsf; default: " + str(_default("nsf", "num_bins")) + ")",
+        choices=sorted(transformers.TRANSFORMERS),
+        help="the elementwise map of the coupling or autoregressive steps (realnvp: affine; "
+        "maf: affine, or spline for NSF-AR; nsf is realnvp with spline)",
     )
+    # Every transformer's options, one flag each (--num-bins, --bound, --log-scale-clamp, ...).
+    for option, (names, default) in TRANSFORMER_OPTIONS.items():
+        train.add_argument(
+            "--" + option.replace("_", "-"),
+            type=_positive if isinstance(default, int) else _positive_float,
+            default=None,
+            help=f"{' and '.join(names)} transformer option (default: {default})",
+        )
     train.add_argument("--epochs", type=_positive, default=100, help="passes over the training set")
     train.add_argument("--batch-size", type=_positive, default=512, help="examples per step")
     train.add_argument(
@@ -230,7 +286,8 @@ RUN_OPTIONS = (
     "flow",
     "num_layers",
     "hidden_units",
-    "num_bins",
+    "transformer",
+    *TRANSFORMER_OPTIONS,
     "epochs",
     "batch_size",
     "learning_rate",
@@ -484,8 +541,9 @@ def train(args):
     options = {"num_layers": args.num_layers} if args.num_layers else {}
     if _takes(args.flow, "hidden_units"):
         options["hidden_units"] = args.hidden_units
-    if args.num_bins is not None:
-        options["num_bins"] = args.num_bins
+    if args.transformer:
+        options["transformer"] = args.transformer
+    options.update(_transformer_options(args))
     model = flows.FLOWS[args.flow](
         data.event_size, standardize=data.train if args.standardize else None, **options
     )
@@ -622,8 +680,8 @@ def inspect_export(args):
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command == "train" and args.num_bins is not None and not _takes(args.flow, "num_bins"):
-        parser.error(f"--num-bins applies to spline flows (nsf), not to {args.flow}")
+    if args.command == "train":
+        _check_transformer_arguments(parser, args)
     command = {"train": train, "export": export, "inspect": inspect_export}[args.command]
     try:
         return command(args)

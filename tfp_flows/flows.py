@@ -1,17 +1,27 @@
-"""Factories that assemble flow layers into a ready `FlowModel`."""
+"""Factories that assemble flow layers into a ready `FlowModel`.
+
+A coupling or autoregressive family is a choice of elementwise transformer
+(`tfp_flows.bijectors.transformers`): `realnvp` and `nsf` are couplings with
+the affine and the spline transformer, `maf` takes either (with the spline,
+NSF-AR), and the image factories `glow` and `realnvp_image` take either for
+their couplings. A transformer's options (`log_scale_clamp`, `num_bins`,
+`bound`, `min_bin_size`, `min_slope`) pass through every factory by name;
+the other keyword arguments go to `FlowModel` (`base_distribution`, `dtype`,
+`name`, ...).
+"""
 
 import numpy as np
 
 from tfp_flows import validation
 from tfp_flows.bijectors import half_mask
+from tfp_flows.bijectors import transformers as transformers_lib
 from tfp_flows.layers import (
-    AffineCouplingLayer,
+    CouplingLayer,
     MaskedAutoregressiveLayer,
     PermuteLayer,
     PlanarLayer,
     RadialLayer,
     ScaleAndShiftLayer,
-    SplineCouplingLayer,
 )
 from tfp_flows.layers.image import LogitLayer, MultiScaleLayer
 from tfp_flows.model import FlowModel
@@ -22,41 +32,39 @@ def realnvp(
     num_layers=8,
     hidden_units=(64, 64),
     activation="relu",
-    log_scale_clamp=3.0,
     standardize=None,
     context_size=None,
-    **model_kwargs,
+    transformer="affine",
+    **kwargs,
 ):
-    """RealNVP: `num_layers` affine couplings whose masks alternate halves.
+    """RealNVP: `num_layers` couplings whose masks alternate halves, affine by default.
 
     Arguments:
         dim: event size.
         num_layers: number of couplings.
         hidden_units: widths of each coupling's MLP (an int means one layer).
-        activation, log_scale_clamp: see `AffineCouplingLayer`.
+        activation: their activation.
         standardize: optional training data [N, dim]; its mean and std set a
             fixed last step so the couplings see standardised values while
             `log_prob` stays the density of the data in its own units.
         context_size: makes every coupling conditional on a context vector of
             this size: a flow for p(x | context) (see `FlowModel`).
-        **model_kwargs: `base_distribution`, `dtype`, `name`, ... for `FlowModel`.
+        transformer: the couplings' elementwise map, "affine" (with its option
+            `log_scale_clamp`, 3 by default) or "spline" (see `nsf`).
+        **kwargs: the transformer's options, then `FlowModel`'s arguments.
     """
     _check_dim(dim, minimum=2, family="realnvp")
-    dtype = model_kwargs.get("dtype")
-    hidden_units = _hidden_units(hidden_units)
-    steps = [
-        AffineCouplingLayer(
-            half_mask(dim, flip=i % 2 == 1),
-            hidden_units,
-            activation,
-            log_scale_clamp,
-            context_size=context_size,
-            dtype=dtype,
-            name=f"coupling_{i}",
-        )
-        for i in range(_num_layers(num_layers))
-    ]
-    return _model(steps, dim, standardize, model_kwargs)
+    return _couplings(
+        dim,
+        num_layers,
+        hidden_units,
+        activation,
+        standardize,
+        context_size,
+        transformer,
+        kwargs,
+        name="coupling",
+    )
 
 
 def nsf(
@@ -67,41 +75,54 @@ def nsf(
     hidden_units=(64, 64),
     standardize=None,
     context_size=None,
-    **model_kwargs,
+    autoregressive=False,
+    **kwargs,
 ):
-    """Neural spline flow: `num_layers` rational-quadratic spline couplings, alternating halves.
+    """Neural spline flow: rational-quadratic spline couplings, or autoregressive steps.
 
-    Durkan et al. 2019 (coupling form). Each coupling bends half of the event
-    with monotone splines of `num_bins` bins on [-bound, bound] (the identity
-    outside), conditioned on the other half; sampling and density are both one
-    pass per coupling.
+    Durkan et al. 2019. The coupling form (the default) bends half of the
+    event with monotone splines of `num_bins` bins on [-bound, bound] (the
+    identity outside), conditioned on the other half; sampling and density
+    are both one pass per coupling. With `autoregressive=True` it is NSF-AR,
+    the paper's best density model: `maf` with the spline transformer (one
+    pass for density, `dim` passes for sampling).
 
     Arguments:
         dim: event size.
-        num_layers: number of couplings.
-        num_bins, bound: see `SplineCouplingLayer`.
-        hidden_units: widths of each coupling's MLP (an int means one layer).
+        num_layers: number of couplings (or autoregressive steps).
+        num_bins, bound: see `RationalQuadraticSpline` (also `min_bin_size`,
+            `min_slope` by keyword).
+        hidden_units: widths of each step's network (an int means one layer).
         standardize: optional training data [N, dim]; a fixed last step then
             standardises it, so that [-bound, bound] covers the data (see `realnvp`).
-        context_size: makes every coupling conditional on a context vector of
+        context_size: makes every step conditional on a context vector of
             this size: a flow for p(x | context) (see `FlowModel`).
-        **model_kwargs: `base_distribution`, `dtype`, `name`, ... for `FlowModel`.
+        autoregressive: False for spline couplings, True for NSF-AR.
+        **kwargs: `FlowModel`'s arguments (and the spline's other options).
     """
-    _check_dim(dim, minimum=2, family="nsf")
-    dtype = model_kwargs.get("dtype")
-    steps = [
-        SplineCouplingLayer(
-            half_mask(dim, flip=i % 2 == 1),
-            num_bins,
-            bound,
-            _hidden_units(hidden_units),
-            context_size=context_size,
-            dtype=dtype,
-            name=f"spline_coupling_{i}",
+    transformer = {"name": "spline", "num_bins": num_bins, "bound": bound}
+    if autoregressive:
+        return maf(
+            dim,
+            num_layers,
+            hidden_units,
+            standardize,
+            context_size,
+            transformer=transformer,
+            **kwargs,
         )
-        for i in range(_num_layers(num_layers))
-    ]
-    return _model(steps, dim, standardize, model_kwargs)
+    _check_dim(dim, minimum=2, family="nsf")
+    return _couplings(
+        dim,
+        num_layers,
+        hidden_units,
+        "relu",
+        standardize,
+        context_size,
+        transformer,
+        kwargs,
+        name="spline_coupling",
+    )
 
 
 def maf(
@@ -111,13 +132,15 @@ def maf(
     standardize=None,
     context_size=None,
     inverse=False,
-    **model_kwargs,
+    transformer="affine",
+    **kwargs,
 ):
     """Masked autoregressive flow: `num_layers` MADE steps, the event reversed between them.
 
     Papamakarios et al. 2017. Density (`log_prob`, training) takes one pass
     per step and sampling `dim` passes; with `inverse=True` the steps are IAF
-    steps (Kingma et al. 2016): one-pass sampling, `dim`-pass density.
+    steps (Kingma et al. 2016): one-pass sampling, `dim`-pass density. With
+    `transformer="spline"` the steps are NSF-AR's (Durkan et al. 2019).
 
     Arguments:
         dim: event size.
@@ -127,10 +150,14 @@ def maf(
         context_size: makes every step conditional on a context vector of
             this size: a flow for p(x | context) (see `FlowModel`).
         inverse: False for MAF, True for IAF.
-        **model_kwargs: `base_distribution`, `dtype`, `name`, ... for `FlowModel`.
+        transformer: "affine" (MAF) or "spline" (NSF-AR), or a `Transformer`.
+        **kwargs: the transformer's options (`num_bins`, ...), then
+            `FlowModel`'s arguments.
     """
     _check_dim(dim, minimum=2, family="maf")
+    transformer, model_kwargs = _transformer(transformer, kwargs)
     dtype = model_kwargs.get("dtype")
+    prefix = "iaf" if inverse else ("maf" if transformer.name == "affine" else "nsf_ar")
     steps = []
     for i in range(_num_layers(num_layers)):
         if i:
@@ -140,8 +167,9 @@ def maf(
                 _hidden_units(hidden_units),
                 inverse=inverse,
                 context_size=context_size,
+                transformer=transformer,
                 dtype=dtype,
-                name=f"{'iaf' if inverse else 'maf'}_{i}",
+                name=f"{prefix}_{i}",
             )
         )
     return _model(steps, dim, standardize, model_kwargs)
@@ -172,7 +200,8 @@ def glow(
     value_range=256.0,
     logit_alpha=0.05,
     context_size=None,
-    **model_kwargs,
+    transformer="affine",
+    **kwargs,
 ):
     """Glow: a multi-scale flow of ActNorm → 1×1 conv → channel coupling steps, over images.
 
@@ -184,6 +213,9 @@ def glow(
             None leaves it out (data already on the real line).
         logit_alpha: α of the logit step.
         context_size: makes every coupling conditional on a context vector.
+        transformer: the couplings' map, "affine" (Glow's) or "spline"
+            (neural spline couplings); its options by keyword.
+        **kwargs: the transformer's options, then `FlowModel`'s arguments.
     """
     return _image_model("glow", **locals())
 
@@ -197,7 +229,8 @@ def realnvp_image(
     value_range=256.0,
     logit_alpha=0.05,
     context_size=None,
-    **model_kwargs,
+    transformer="affine",
+    **kwargs,
 ):
     """Multi-scale RealNVP over images: couplings with checkerboard, then channel masks.
 
@@ -206,15 +239,46 @@ def realnvp_image(
     return _image_model("realnvp", **locals())
 
 
-def _image_model(step, image_shape, value_range, logit_alpha, model_kwargs, **options):
+def _image_model(step, image_shape, value_range, logit_alpha, transformer, kwargs, **options):
+    transformer, model_kwargs = _transformer(transformer, kwargs)
     dtype = model_kwargs.get("dtype")
-    steps = [MultiScaleLayer(step=step, dtype=dtype, name=f"{step}_multi_scale", **options)]
+    steps = [
+        MultiScaleLayer(
+            step=step, transformer=transformer, dtype=dtype, name=f"{step}_multi_scale", **options
+        )
+    ]
     if value_range is not None:
         steps.append(LogitLayer(value_range, logit_alpha, dtype=dtype, name="logit"))
     return FlowModel(steps, event_shape=tuple(image_shape), **model_kwargs)
 
 
 FLOWS = {"realnvp": realnvp, "nsf": nsf, "maf": maf, "planar": planar, "radial": radial}
+
+
+def _transformer(transformer, kwargs):
+    """(the Transformer, the remaining keyword arguments) from a factory's arguments."""
+    options, rest = transformers_lib.split_options(transformer, kwargs)
+    return transformers_lib.get(transformer, **options), rest
+
+
+def _couplings(
+    dim, num_layers, hidden_units, activation, standardize, context_size, transformer, kwargs, name
+):
+    transformer, model_kwargs = _transformer(transformer, kwargs)
+    dtype = model_kwargs.get("dtype")
+    steps = [
+        CouplingLayer(
+            half_mask(dim, flip=i % 2 == 1),
+            transformer,
+            hidden_units=_hidden_units(hidden_units),
+            activation=activation,
+            context_size=context_size,
+            dtype=dtype,
+            name=f"{name}_{i}",
+        )
+        for i in range(_num_layers(num_layers))
+    ]
+    return _model(steps, dim, standardize, model_kwargs)
 
 
 def _hidden_units(hidden_units):

@@ -1,8 +1,13 @@
-"""`FlowModel`: a Keras 3 model whose distribution is a TFP TransformedDistribution."""
+"""`FlowModel`: a Keras 3 model whose distribution is a TFP TransformedDistribution.
 
-import contextlib
+The model composes the pieces that live elsewhere: input checks and the
+adaptation of Keras data (`tfp_flows.validation`), context broadcasting and
+routing (`tfp_flows.context`), data-dependent initialisation (the flow
+layers' `initialize_from_data` hook) and the one training step shared with
+`tfp_flows.variational.ReverseKL` (`gradient_step`).
+"""
+
 import functools
-import inspect
 import math
 
 import keras
@@ -10,8 +15,8 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+from tfp_flows import context as context_lib
 from tfp_flows import validation
-from tfp_flows.bijectors.actnorm import data_dependent_initialization
 from tfp_flows.layers import FlowLayer
 from tfp_flows.layers.base import split_mixed_policy
 
@@ -86,8 +91,15 @@ class FlowModel(keras.Model):
         )
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.bits_per_dim_tracker = keras.metrics.Mean(name="bits_per_dim")
-        # Compiled eager entry points, kept out of Keras and TF object tracking.
+        # Compiled eager entry points and the data adapter, kept out of Keras' tracking.
         object.__setattr__(self, "_compiled", {})
+        object.__setattr__(
+            self,
+            "_data",
+            validation.DataAdapter(
+                self.event_shape, self.context_size, self.dtype, self._check_values
+            ),
+        )
         self._chunk_size = 65536 if len(self.event_shape) == 1 else 1024
         events = (None,) + self.event_shape
         # A conditional model's inputs are (x, context) pairs (Keras' default
@@ -120,8 +132,6 @@ class FlowModel(keras.Model):
         """The flow's `tfb.Chain`, mapping base → data with `forward`."""
         return self._distribution.bijector
 
-    # --- Densities and samples -------------------------------------------
-
     @property
     def conditional(self):
         return self.context_size is not None
@@ -142,11 +152,9 @@ class FlowModel(keras.Model):
 
     def bijector_kwargs(self, context):
         """The `bijector_kwargs` that route `context` to every conditional step."""
-        return {
-            step.bijector.name: {"context": context}
-            for step in self.flow_layers
-            if isinstance(step, FlowLayer) and step.conditional
-        }
+        return context_lib.bijector_kwargs(self.flow_layers, context)
+
+    # --- Densities, samples, maps ------------------------------------------
 
     def log_prob(self, x, context=None):
         """log p(x) (or log p(x | context)) per example, exact; x has shape [..., *event_shape].
@@ -186,7 +194,7 @@ class FlowModel(keras.Model):
         seed = None if seed is None else validation.check_seed(seed)
         name = "sample" if seed is None else "sample_seeded"
         if temperature is not None:
-            temperature = self._check_temperature(temperature)
+            temperature = validation.check_temperature(temperature, self.dtype)
             name += "_tempered"
         args = (temperature, *self._context_args(context))
         if not tf.executing_eagerly():
@@ -207,16 +215,6 @@ class FlowModel(keras.Model):
             for size, chunk_seed in zip(sizes, seeds)
         ]
         return tf.concat(parts, axis=0)
-
-    def _check_temperature(self, temperature):
-        if tf.is_tensor(temperature) and not tf.executing_eagerly():
-            return tf.cast(temperature, self.dtype)
-        values = np.asarray(temperature)
-        if values.shape != () or not np.issubdtype(values.dtype, np.number):
-            raise ValueError(f"temperature must be a positive number, got {temperature!r}.")
-        if not (np.isfinite(values) and values > 0):
-            raise ValueError(f"temperature must be positive and finite, got {values.item()!r}.")
-        return tf.constant(values.item(), self.dtype)
 
     def forward(self, z, context=None):
         """Maps base-space points to data space (the sampling direction)."""
@@ -241,6 +239,44 @@ class FlowModel(keras.Model):
         name = direction + ("_and_log_det" if with_log_det else "")
         return self._run_batched(name, self._transform(direction, with_log_det), points, *args)
 
+    # --- Data-dependent initialisation ---------------------------------------
+
+    @property
+    def needs_data_initialization(self):
+        """True while a step (ActNorm) waits to initialise from data; `fit` then does it."""
+        return any(
+            layer.needs_data_initialization
+            for step in self.flow_layers
+            if isinstance(step, FlowLayer)
+            for layer in step.walk()
+        )
+
+    def initialize_from_data(self, x, context=None):
+        """Data-dependent initialisation (ActNorm) from a batch x; `fit` does it by itself.
+
+        Runs one eager pass in the normalizing direction in which every flow
+        layer still waiting to initialise from data (`needs_data_initialization`)
+        gets the values reaching it (`FlowLayer.initialize_from_data`) before
+        it is applied. Steps already initialised are left alone. The batch
+        must be finite (a NaN would become a NaN weight).
+        """
+        x = validation.check_training_data(x, self.event_shape, "the initialisation batch")
+        (context,) = self._conditional_args(tf.convert_to_tensor(x), context) or (None,)
+        values = tf.cast(x, self.dtype)
+
+        def visit(layer, reaching):
+            if layer.needs_data_initialization:
+                layer.initialize_from_data(reaching)
+
+        for step in reversed(self.flow_layers):
+            if not isinstance(step, FlowLayer):
+                values = step.inverse(values)
+                continue
+            kwargs = {"context": context} if step.conditional else {}
+            values = step.inverse_visiting(values, visit, **kwargs)
+
+    # --- Internals: contexts, guarded answers, compiled calls ----------------
+
     def _check_values(self, x, argument="x"):
         """The data-side step's check of training data (e.g. a declared pixel range)."""
         nearest_data = self._nearest_data_layer()
@@ -250,27 +286,6 @@ class FlowModel(keras.Model):
     def _nearest_data_layer(self):
         nearest_data = self.flow_layers[-1] if self.flow_layers else None
         return nearest_data if isinstance(nearest_data, FlowLayer) else None
-
-    def initialize_from_data(self, x, context=None):
-        """Data-dependent initialisation (ActNorm) from a batch x; `fit` does it by itself.
-
-        Runs one eager pass in the normalizing direction in which every step
-        that initialises from data (`ActNormLayer`) sets its parameters from
-        the values reaching it. Steps already initialised are left alone. The
-        batch must be finite (a NaN would become a NaN weight).
-        """
-        x = validation.check_training_data(x, self.event_shape, "the initialisation batch")
-        x = tf.cast(x, self.dtype)
-        args = self._conditional_args(x, context)
-        with data_dependent_initialization():
-            self._transform("inverse")(tf.identity(x), *args)
-
-    def _needs_initialization(self):
-        return any(
-            float(weight.numpy()) == 0.0
-            for weight in self.non_trainable_weights
-            if weight.path.endswith("/initialized")
-        )
 
     def _context_args(self, context):
         """() for an unconditional flow, (context,) checked for a conditional one."""
@@ -298,7 +313,7 @@ class FlowModel(keras.Model):
         """(points, context, bijector kwargs), points and context broadcast to one batch shape."""
         if context is None:
             return points, None, {}
-        points, context = _broadcast_batch(points, context, len(self.event_shape))
+        points, context = context_lib.broadcast(points, context, len(self.event_shape))
         return points, context, self.bijector_kwargs(context)
 
     def _log_prob(self, x, context=None):
@@ -311,17 +326,24 @@ class FlowModel(keras.Model):
         nearest_data = self._nearest_data_layer()
         return None if nearest_data is None else nearest_data.support
 
+    def _inside_support(self, x):
+        """True per event where every value lies in the support's open box (None: no bounds)."""
+        support = self._support()
+        if support is None:
+            return None
+        low, high = support
+        return tf.reduce_all((x > low) & (x < high), axis=list(range(-len(self.event_shape), 0)))
+
     def _guarded_log_prob(self, x, context=None):
         """`_log_prob` with the right answer for every input (see `log_prob`)."""
         axes = list(range(-len(self.event_shape), 0))
         nan_row = tf.reduce_any(tf.math.is_nan(x), axis=axes)
         valid = tf.reduce_all(tf.math.is_finite(x), axis=axes)
         safe_value = 0.0
-        support = self._support()
-        if support is not None:
-            low, high = support
-            valid &= tf.reduce_all((x > low) & (x < high), axis=axes)
-            safe_value = 0.5 * (low + high)
+        inside = self._inside_support(x)
+        if inside is not None:
+            valid &= inside
+            safe_value = 0.5 * sum(self._support())
         # Invalid rows run through the flow at a safe point, so that neither they nor
         # their gradients can turn into NaN, and are then given their answer.
         safe = tf.where(self._per_event(valid), x, tf.constant(safe_value, x.dtype))
@@ -329,7 +351,7 @@ class FlowModel(keras.Model):
         log_prob = tf.where(valid, log_prob, tf.constant(-np.inf, log_prob.dtype))
         log_prob = tf.where(nan_row, tf.constant(np.nan, log_prob.dtype), log_prob)
         if context is not None:
-            log_prob = _nan_where_not_finite(log_prob, context, 0)
+            log_prob = context_lib.nan_where_not_finite(log_prob, context, 0)
         return log_prob
 
     def _per_event(self, rows):
@@ -349,29 +371,26 @@ class FlowModel(keras.Model):
         z, context, kwargs = self._conditioned(z, context)
         samples = self.bijector.forward(z, **kwargs)
         if context is not None:
-            samples = _nan_where_not_finite(samples, context, len(self.event_shape))
+            samples = context_lib.nan_where_not_finite(samples, context, len(self.event_shape))
         return samples
 
     def _transform(self, direction, with_log_det=False):
+        event_ndims = len(self.event_shape)
+
         def transform(points, context=None):
             points, context, kwargs = self._conditioned(points, context)
             outputs = [getattr(self.bijector, direction)(points, **kwargs)]
             if with_log_det:
                 log_det = getattr(self.bijector, f"{direction}_log_det_jacobian")
-                outputs.append(log_det(points, event_ndims=len(self.event_shape), **kwargs))
-            if direction == "inverse" and self._support() is not None:
-                low, high = self._support()
-                axes = list(range(-len(self.event_shape), 0))
-                inside = tf.reduce_all((points > low) & (points < high), axis=axes)
-                outputs = [
-                    tf.where(self._per_event(inside) if i == 0 else inside, part, np.nan)
-                    for i, part in enumerate(outputs)
-                ]
+                outputs.append(log_det(points, event_ndims=event_ndims, **kwargs))
+            inside = self._inside_support(points) if direction == "inverse" else None
+            if inside is not None:  # no inverse outside the support
+                outputs[0] = tf.where(self._per_event(inside), outputs[0], np.nan)
+                outputs[1:] = [tf.where(inside, part, np.nan) for part in outputs[1:]]
             if context is not None:
-                event_ndims = [len(self.event_shape), 0]
                 outputs = [
-                    _nan_where_not_finite(part, context, ndims)
-                    for part, ndims in zip(outputs, event_ndims)
+                    context_lib.nan_where_not_finite(part, context, ndims)
+                    for part, ndims in zip(outputs, [event_ndims, 0])
                 ]
             return tuple(outputs) if with_log_det else outputs[0]
 
@@ -396,8 +415,8 @@ class FlowModel(keras.Model):
         batch_shape = points.shape[: points.shape.rank - event_ndims]
         if context:
             batch_shape = tf.broadcast_static_shape(batch_shape, context[0].shape[:-1])
-        rows = batch_shape.num_elements()
-        if rows <= self.chunk_size:
+        rows, size = batch_shape.num_elements(), self.chunk_size
+        if rows <= size:
             return self._run(name, fn, points, *context)
         event = points.shape[points.shape.rank - event_ndims :]
         points = tf.reshape(tf.broadcast_to(points, batch_shape + event), [rows, *event])
@@ -405,37 +424,21 @@ class FlowModel(keras.Model):
             shape = batch_shape + context[0].shape[-1:]
             context = (tf.reshape(tf.broadcast_to(context[0], shape), [rows, -1]),)
         parts = [
-            self._run(
-                name,
-                fn,
-                points[i : i + self.chunk_size],
-                *(c[i : i + self.chunk_size] for c in context),
-            )
-            for i in range(0, rows, self.chunk_size)
+            self._run(name, fn, points[i : i + size], *(c[i : i + size] for c in context))
+            for i in range(0, rows, size)
         ]
         merged = tf.nest.map_structure(lambda *chunks: tf.concat(chunks, axis=0), *parts)
         return tf.nest.map_structure(
             lambda part: tf.reshape(part, batch_shape.concatenate(part.shape[1:])), merged
         )
 
+    # --- Keras: call, predict, fit, evaluate ---------------------------------
+
     def call(self, inputs):
         if self.conditional:
-            x, context = self._split_inputs(inputs)
+            x, context = self._data.split(inputs)
             return self._guarded_log_prob(tf.cast(x, self.dtype), tf.cast(context, self.dtype))
         return self._guarded_log_prob(tf.cast(inputs, self.dtype))
-
-    def _split_inputs(self, inputs, context=None):
-        """(x, context) from a conditional model's inputs: a pair, or x with the context apart."""
-        if context is None and isinstance(inputs, dict):
-            inputs = (inputs.get("x"), inputs.get("context"))
-        if context is None and self._is_pair(inputs):
-            inputs, context = inputs
-        if context is None:
-            raise ValueError(
-                f"this flow is conditional on a context of size {self.context_size}: pass "
-                "(x, context) pairs, e.g. fit(x, context) or predict((x, context))."
-            )
-        return inputs, context
 
     def predict_step(self, data):
         # Keras' default drops the second item of a dataset element as a target;
@@ -445,53 +448,23 @@ class FlowModel(keras.Model):
             return self((x, context))
         return self(x)
 
-    def _is_pair(self, inputs):
-        """True for (x, context); a plain list of two rows of x is not a pair."""
-        if isinstance(inputs, tuple):
-            return len(inputs) == 2
-        return (
-            isinstance(inputs, list)
-            and len(inputs) == 2
-            and np.ndim(inputs[0]) == len(self.event_shape) + 1
-        )
-
     def compute_output_shape(self, input_shape):
         if self.conditional and isinstance(input_shape, (tuple, list)) and len(input_shape) == 2:
             if isinstance(input_shape[0], (tuple, list)):
                 input_shape = input_shape[0]
         return tuple(input_shape)[: -len(self.event_shape)]
 
-    # --- Training --------------------------------------------------------
-
     @property
     def metrics(self):
         return [self.loss_tracker, self.bits_per_dim_tracker]
 
     def _negative_log_likelihood(self, data):
-        """Σ −w·log p(x) over this replica's batch, and the batch's total weight w.
-
-        Batches are checked here (`validation.check_batch`), so that a dataset
-        or generator gets the same promises as arrays: a bad batch stops the
-        step before any weight changes.
-        """
-        x, context, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        if self.conditional:
-            x, context = self._split_inputs(x, context)
-            context = validation.check_batch(context, (self.context_size,), self.dtype, "context")
-        elif context is not None and not _is_placeholder(context):
-            raise validation.BadBatchError(
-                "this flow is not conditional, but the data yields (x, y) pairs: drop y "
-                "(dataset.map(lambda x, y: x)), or build the flow with context_size to "
-                "condition on it. To weight examples, pass fit(x, sample_weight=w)."
-            )
-        else:
-            context = None
-        x = validation.check_batch(x, self.event_shape, self.dtype)
+        """Σ −w·log p(x) over this replica's batch (checked), and the batch's total weight w."""
+        x, context, sample_weight = self._data.batch(data)
         log_prob = self._log_prob(x, context)
         if sample_weight is None:
             return -tf.reduce_sum(log_prob), tf.cast(tf.size(log_prob), self.dtype)
-        weight = validation.check_batch_weights(sample_weight, self.dtype)
-        weight = tf.reshape(weight, tf.shape(log_prob))
+        weight = tf.reshape(sample_weight, tf.shape(log_prob))
         return -tf.reduce_sum(weight * log_prob), tf.reduce_sum(weight)
 
     def _update_metrics(self, nll_sum, total_weight):
@@ -506,18 +479,13 @@ class FlowModel(keras.Model):
         return {metric.name: metric.result() for metric in self.metrics}
 
     def train_step(self, data):
-        replica = tf.distribute.get_replica_context()
-        with tf.GradientTape() as tape:
-            nll_sum, total_weight = self._negative_log_likelihood(data)
-            # The mean over the global batch: replicas' gradients are summed,
-            # and a replica may hold fewer examples (or none) of a last batch.
-            loss = tf.math.divide_no_nan(nll_sum, replica.all_reduce("sum", total_weight))
-            if self.losses:
-                loss += tf.add_n(self.losses) / replica.num_replicas_in_sync
-            loss = self.optimizer.scale_loss(loss)
-        gradients = tape.gradient(loss, self.trainable_variables)
-        self.optimizer.apply(gradients, self.trainable_variables)
-        return self._update_metrics(nll_sum, total_weight)
+        terms = gradient_step(
+            self.optimizer,
+            self.trainable_variables,
+            lambda: self._negative_log_likelihood(data),
+            self.losses,
+        )
+        return self._update_metrics(*terms)
 
     def test_step(self, data):
         return self._update_metrics(*self._negative_log_likelihood(data))
@@ -553,123 +521,25 @@ class FlowModel(keras.Model):
         weights of the last good batch. For a conditional flow `y` is the
         context (or pass x as an (x, context) pair).
         """
-        arguments = _bound(_FIT, self, args, kwargs)
-        self._refuse_class_weight(arguments)
-        x, y, sample_weight = self._adapt_data(
-            arguments.pop("x", None), arguments.pop("y", None), arguments.pop("sample_weight", None)
-        )
-        validation_data = arguments.pop("validation_data", None)
-        if validation_data is not None:
-            validation_data = self._adapt_validation_data(validation_data)
-        if validation.is_array(x):
-            validation.warn_degenerate_columns(np.asarray(x), stacklevel=3)
-        if self._needs_initialization():
-            self.initialize_from_data(*_first_batch(x, y, arguments.get("batch_size")))
-        progress = _Progress()
-        arguments["callbacks"] = [*(arguments.get("callbacks") or []), progress]
-        with _named_bad_batches("training", progress):
-            history = super().fit(
-                x, y, sample_weight=sample_weight, validation_data=validation_data, **arguments
+        arguments = self._data.call_arguments("fit", self, args, kwargs)
+        if self.needs_data_initialization:
+            batch = self._data.first_batch(
+                arguments["x"], arguments["y"], arguments.get("batch_size")
             )
-        if progress.epochs and not progress.batches:
-            raise ValueError(
-                "the data yielded no batches: nothing was trained (is the dataset empty, "
-                "or exhausted by an earlier epoch? Use dataset.repeat() with steps_per_epoch)."
-            )
-        return history
+            self.initialize_from_data(*batch)
+        with validation.batch_checks("training") as checks:
+            arguments["callbacks"] = [*(arguments.get("callbacks") or []), checks.callback]
+            return super().fit(**arguments)
 
     def evaluate(self, *args, **kwargs):
         """`keras.Model.evaluate`: the mean NLL (weighted by `sample_weight`), checked as `fit`."""
-        arguments = _bound(_EVALUATE, self, args, kwargs)
-        x, y, sample_weight = self._adapt_data(
-            arguments.pop("x", None), arguments.pop("y", None), arguments.pop("sample_weight", None)
-        )
-        with _named_bad_batches("evaluation"):
-            return super().evaluate(x, y, sample_weight=sample_weight, **arguments)
+        arguments = self._data.call_arguments("evaluate", self, args, kwargs)
+        with validation.batch_checks("evaluation"):
+            return super().evaluate(**arguments)
 
     def predict(self, x, *args, **kwargs):
         """`keras.Model.predict`: log p(x) per example (NaN for rows with NaN), shapes checked."""
-        if self.conditional and self._is_pair(x):
-            x = tuple(
-                validation.check_events(part, shape, self.dtype, name).numpy()
-                for part, shape, name in zip(
-                    x, (self.event_shape, (self.context_size,)), ("x", "context")
-                )
-            )
-        elif validation.is_array(x):
-            x = validation.check_events(x, self.event_shape, self.dtype).numpy()
-        return super().predict(x, *args, **kwargs)
-
-    def _refuse_class_weight(self, arguments):
-        if arguments.pop("class_weight", None) is not None:
-            raise ValueError(
-                "class_weight does not apply to a density model (there are no classes to "
-                "weight); pass one sample_weight per example instead."
-            )
-
-    def _adapt_data(self, x, y, sample_weight, argument="x"):
-        """(x, y, sample_weight) for Keras: arrays checked, the context as y, weights kept.
-
-        Keras drops `sample_weight` when there are no targets; an unconditional
-        flow given weights therefore gets an empty placeholder target [N, 0].
-        """
-        if self.conditional:
-            if y is None and self._is_pair(x):
-                x, y = x
-        elif y is not None:
-            raise ValueError(
-                "this flow is not conditional and takes no targets or context; "
-                "pass the data as x only."
-            )
-        if not validation.is_array(x):
-            if sample_weight is not None:
-                raise ValueError(
-                    "sample_weight goes with array data; a dataset or generator yields "
-                    "(x, context, sample_weight) itself."
-                )
-            return x, y, None
-        x = validation.check_training_data(x, self.event_shape, argument)
-        self._check_values(x, argument)
-        if self.conditional:
-            if y is None:
-                raise ValueError(
-                    f"this flow is conditional on a context of size {self.context_size}: "
-                    "pass it as fit(x, context) (or evaluate(x, context))."
-                )
-            y = validation.check_training_data(y, (self.context_size,), "context")
-            if len(y) != len(x):
-                raise ValueError(
-                    f"{argument} has {len(x)} rows but the context has {len(y)}: pass one "
-                    "context row per example."
-                )
-        if sample_weight is not None:
-            sample_weight = validation.check_sample_weight(sample_weight, len(x))
-            if y is None:
-                y = np.zeros((len(x), 0), np.asarray(x).dtype)
-        return x, y, sample_weight
-
-    def _adapt_validation_data(self, validation_data):
-        if isinstance(validation_data, tf.data.Dataset):
-            return validation_data
-        if not isinstance(validation_data, (tuple, list)) or (
-            not self.conditional and not isinstance(validation_data, tuple)
-        ):
-            validation_data = (validation_data,)
-        if not validation.is_array(validation_data[0]):
-            return validation_data  # a PyDataset, generator, ...: checked batch by batch
-        if len(validation_data) > 3:
-            raise ValueError(
-                "validation_data must be x, (x, context) or (x, context, sample_weight), "
-                f"got {len(validation_data)} arrays."
-            )
-        x, y, weight = (*validation_data, None, None)[:3]
-        if self.conditional and y is None:
-            raise ValueError(
-                "validation_data of a conditional flow must be (x, context) or "
-                "(x, context, sample_weight)."
-            )
-        x, y, weight = self._adapt_data(x, y, weight, "validation_data")
-        return (x, y, weight) if weight is not None else ((x, y) if y is not None else x)
+        return super().predict(self._data.predict_inputs(x), *args, **kwargs)
 
     # --- Serialisation ---------------------------------------------------
 
@@ -702,84 +572,26 @@ class FlowModel(keras.Model):
         return cls(**config)
 
 
-_FIT = inspect.signature(keras.Model.fit)
-_EVALUATE = inspect.signature(keras.Model.evaluate)
+def gradient_step(optimizer, variables, loss_terms, losses=()):
+    """One optimizer step on the global batch's mean loss, under any `tf.distribute` strategy.
 
-
-def _bound(signature, model, args, kwargs):
-    """{argument name: value} of a call of Keras' `fit` or `evaluate`, positional ones named."""
-    arguments = dict(signature.bind_partial(model, *args, **kwargs).arguments)
-    arguments.pop("self")
-    arguments.update(arguments.pop("kwargs", {}))
-    return arguments
-
-
-class _Progress(keras.callbacks.Callback):
-    """Counts the epochs begun and the batches done, to name where a bad batch stopped `fit`."""
-
-    def __init__(self):
-        super().__init__()
-        self.epochs, self.batches, self.epoch, self.batch = 0, 0, 0, -1
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.epochs, self.epoch, self.batch = self.epochs + 1, epoch, -1
-
-    def on_train_batch_end(self, batch, logs=None):
-        self.batches, self.batch = self.batches + 1, batch
-
-
-@contextlib.contextmanager
-def _named_bad_batches(phase, progress=None):
-    """Turns the in-graph batch checks' InvalidArgumentError into a ValueError naming the batch."""
-    try:
-        yield
-    except tf.errors.InvalidArgumentError as error:
-        message = validation.bad_batch_message(error)
-        if message is None:
-            raise
-        where = ""
-        if progress is not None:
-            where = (
-                f" in epoch {progress.epoch + 1}, after batch {progress.batch + 1}"
-                if progress.batch >= 0
-                else f" in epoch {progress.epoch + 1}, at its first batch"
-            )
-        raise validation.BadBatchError(
-            f"{message}{where}: {phase} stopped before that batch changed any weight (the "
-            "model keeps the weights of the last good batch); clean or filter the data."
-        ) from None
-
-
-def _is_placeholder(y):
-    """True for the empty target [N, 0] that carries an unconditional flow's sample weights."""
-    return tf.is_tensor(y) and y.shape.rank is not None and y.shape.rank >= 1 and y.shape[-1] == 0
-
-
-def _nan_where_not_finite(values, context, event_ndims):
-    """values [*batch, *event] with NaN wherever the context row [*batch, C] has NaN or Inf."""
-    finite = validation.finite_rows(context, 1)
-    finite = tf.reshape(finite, tf.concat([tf.shape(finite), tf.ones([event_ndims], tf.int32)], 0))
-    return tf.where(finite, values, tf.constant(np.nan, values.dtype))
-
-
-def _first_batch(x, context, batch_size):
-    """(x, context) of the first batch `fit` will see, for data-dependent initialisation."""
-    if isinstance(x, tf.data.Dataset):
-        x, context, _ = keras.utils.unpack_x_y_sample_weight(next(iter(x)))
-        if isinstance(x, (tuple, list)) and context is None:
-            x, context = x
-        if context is not None and _is_placeholder(context):
-            context = None
-        return x, context
-    if not validation.is_array(x):
-        raise ValueError(
-            "this flow initialises ActNorm from data: call model.initialize_from_data(batch) "
-            "before fitting on a generator or PyDataset."
-        )
-    size = batch_size or 32  # Keras' default batch size
-    if context is not None and np.shape(context)[-1] == 0:
-        context = None  # the placeholder target of sample weights
-    return x[:size], None if context is None else context[:size]
+    The training step of `FlowModel` (maximum likelihood) and of
+    `tfp_flows.variational.ReverseKL` (reverse KL). `loss_terms()` returns
+    this replica's summed loss and its weight (Σ −w·log p and Σ w, or the
+    sum of ELBO terms and their count); the loss is the sum over replicas
+    divided by the total weight, plus the regularisation `losses`, scaled
+    for mixed precision. Replicas' gradients are summed, and a replica may
+    hold fewer examples (or none) of a last batch. Returns loss_terms' values.
+    """
+    replica = tf.distribute.get_replica_context()
+    with tf.GradientTape() as tape:
+        total, weight = loss_terms()
+        loss = tf.math.divide_no_nan(total, replica.all_reduce("sum", weight))
+        if losses:
+            loss += tf.add_n(losses) / replica.num_replicas_in_sync
+        loss = optimizer.scale_loss(loss)
+    optimizer.apply(tape.gradient(loss, variables), variables)
+    return total, weight
 
 
 def _check_flow_layers(flow_layers, event_shape, dtype):
@@ -821,16 +633,6 @@ def _context_size(flow_layers):
             f"bijector by name), got {names}."
         )
     return sizes.pop() if sizes else None
-
-
-def _broadcast_batch(points, context, event_ndims):
-    """Broadcasts points [..., *event_shape] and context [..., C] to one batch shape."""
-    points_batch, event_shape = tf.shape(points)[:-event_ndims], tf.shape(points)[-event_ndims:]
-    batch_shape = tf.broadcast_dynamic_shape(points_batch, tf.shape(context)[:-1])
-    return (
-        tf.broadcast_to(points, tf.concat([batch_shape, event_shape], 0)),
-        tf.broadcast_to(context, tf.concat([batch_shape, tf.shape(context)[-1:]], 0)),
-    )
 
 
 def _event_shape(event_shape, base_distribution):

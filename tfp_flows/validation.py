@@ -400,6 +400,18 @@ def check_sample_count(n, maximum=INT32_MAX):
     return tf.constant(int(n), tf.int32)
 
 
+def check_temperature(temperature, dtype):
+    """A sampling temperature as a scalar tensor of `dtype`: positive and finite."""
+    if tf.is_tensor(temperature) and not tf.executing_eagerly():
+        return tf.cast(temperature, dtype)
+    values = np.asarray(temperature)
+    if values.shape != () or not np.issubdtype(values.dtype, np.number):
+        raise ValueError(f"temperature must be a positive number, got {temperature!r}.")
+    if not (np.isfinite(values) and values > 0):
+        raise ValueError(f"temperature must be positive and finite, got {values.item()!r}.")
+    return tf.constant(values.item(), dtype)
+
+
 def _check_count_range(n, maximum):
     if n <= 0:
         raise ValueError(f"n must be a positive integer, got {n}.")
@@ -450,3 +462,262 @@ def check_context_size(context_size):
     ):
         raise ValueError(f"context_size must be a positive integer or None, got {context_size!r}.")
     return int(context_size)
+
+
+# --- The data of FlowModel's fit, evaluate and predict -------------------------
+
+
+class DataAdapter:
+    """What `FlowModel.fit`, `evaluate`, `predict` and its train and test steps take.
+
+    Array-likes are checked before Keras sees them, datasets and generators
+    batch by batch inside the step (`batch`). A conditional flow's context
+    rides where Keras puts targets (or in an (x, context) pair); an
+    unconditional flow's sample weights ride with an empty placeholder target
+    [N, 0], since Keras drops `sample_weight` when there are no targets.
+
+    Arguments:
+        event_shape, context_size, dtype: the model's.
+        check_values: callable(x, argument) that checks training data values
+            (the data-side step's domain, e.g. a declared pixel range).
+    """
+
+    def __init__(self, event_shape, context_size, dtype, check_values):
+        self.event_shape = tuple(event_shape)
+        self.context_size = context_size
+        self.dtype = dtype
+        self.check_values = check_values
+
+    @property
+    def conditional(self):
+        return self.context_size is not None
+
+    # --- Calls of fit and evaluate ------------------------------------------------
+
+    def call_arguments(self, method, model, args, kwargs):
+        """The arguments of a call of Keras' `fit` or `evaluate`, named and checked.
+
+        Refuses `class_weight`, checks and adapts x, y, sample_weight and
+        validation_data, and warns about degenerate columns of training data.
+        """
+        import inspect
+
+        import keras
+
+        signature = inspect.signature(getattr(keras.Model, method))
+        arguments = dict(signature.bind_partial(model, *args, **kwargs).arguments)
+        arguments.pop("self")
+        arguments.update(arguments.pop("kwargs", {}))
+        if arguments.pop("class_weight", None) is not None:
+            raise ValueError(
+                "class_weight does not apply to a density model (there are no classes to "
+                "weight); pass one sample_weight per example instead."
+            )
+        x, y, weight = self.adapt(
+            arguments.pop("x", None), arguments.pop("y", None), arguments.pop("sample_weight", None)
+        )
+        arguments.update(x=x, y=y, sample_weight=weight)
+        if arguments.get("validation_data") is not None:
+            arguments["validation_data"] = self.adapt_validation(arguments["validation_data"])
+        if method == "fit" and is_array(x):
+            warn_degenerate_columns(np.asarray(x), stacklevel=4)
+        return arguments
+
+    def is_pair(self, inputs):
+        """True for (x, context); a plain list of two rows of x is not a pair."""
+        if isinstance(inputs, tuple):
+            return len(inputs) == 2
+        return (
+            isinstance(inputs, list)
+            and len(inputs) == 2
+            and np.ndim(inputs[0]) == len(self.event_shape) + 1
+        )
+
+    def split(self, inputs, context=None):
+        """(x, context) from a conditional model's inputs: a pair, a dict, or x with the context."""
+        if context is None and isinstance(inputs, dict):
+            inputs = (inputs.get("x"), inputs.get("context"))
+        if context is None and self.is_pair(inputs):
+            inputs, context = inputs
+        if context is None:
+            raise ValueError(
+                f"this flow is conditional on a context of size {self.context_size}: pass "
+                "(x, context) pairs, e.g. fit(x, context) or predict((x, context))."
+            )
+        return inputs, context
+
+    def adapt(self, x, y, sample_weight, argument="x"):
+        """(x, y, sample_weight) for Keras: arrays checked, the context as y, weights kept."""
+        if self.conditional:
+            if y is None and self.is_pair(x):
+                x, y = x
+        elif y is not None:
+            raise ValueError(
+                "this flow is not conditional and takes no targets or context; "
+                "pass the data as x only."
+            )
+        if not is_array(x):
+            if sample_weight is not None:
+                raise ValueError(
+                    "sample_weight goes with array data; a dataset or generator yields "
+                    "(x, context, sample_weight) itself."
+                )
+            return x, y, None
+        x = check_training_data(x, self.event_shape, argument)
+        self.check_values(x, argument)
+        if self.conditional:
+            if y is None:
+                raise ValueError(
+                    f"this flow is conditional on a context of size {self.context_size}: "
+                    "pass it as fit(x, context) (or evaluate(x, context))."
+                )
+            y = check_training_data(y, (self.context_size,), "context")
+            if len(y) != len(x):
+                raise ValueError(
+                    f"{argument} has {len(x)} rows but the context has {len(y)}: pass one "
+                    "context row per example."
+                )
+        if sample_weight is not None:
+            sample_weight = check_sample_weight(sample_weight, len(x))
+            if y is None:
+                y = np.zeros((len(x), 0), np.asarray(x).dtype)  # the placeholder target
+        return x, y, sample_weight
+
+    def adapt_validation(self, validation_data):
+        if isinstance(validation_data, tf.data.Dataset):
+            return validation_data
+        if not isinstance(validation_data, (tuple, list)) or (
+            not self.conditional and not isinstance(validation_data, tuple)
+        ):
+            validation_data = (validation_data,)
+        if not is_array(validation_data[0]):
+            return validation_data  # a PyDataset, generator, ...: checked batch by batch
+        if len(validation_data) > 3:
+            raise ValueError(
+                "validation_data must be x, (x, context) or (x, context, sample_weight), "
+                f"got {len(validation_data)} arrays."
+            )
+        x, y, weight = (*validation_data, None, None)[:3]
+        if self.conditional and y is None:
+            raise ValueError(
+                "validation_data of a conditional flow must be (x, context) or "
+                "(x, context, sample_weight)."
+            )
+        x, y, weight = self.adapt(x, y, weight, "validation_data")
+        return (x, y, weight) if weight is not None else ((x, y) if y is not None else x)
+
+    def predict_inputs(self, x):
+        """predict's x checked for shape and dtype (rows with NaN are allowed: they give NaN)."""
+        if self.conditional and self.is_pair(x):
+            shapes, names = (self.event_shape, (self.context_size,)), ("x", "context")
+            return tuple(
+                check_events(part, shape, self.dtype, name).numpy()
+                for part, shape, name in zip(x, shapes, names)
+            )
+        if is_array(x):
+            return check_events(x, self.event_shape, self.dtype).numpy()
+        return x
+
+    def first_batch(self, x, context, batch_size):
+        """(x, context) of the first batch `fit` will see, for data-dependent initialisation."""
+        import keras
+
+        if isinstance(x, tf.data.Dataset):
+            x, context, _ = keras.utils.unpack_x_y_sample_weight(next(iter(x)))
+            if isinstance(x, (tuple, list)) and context is None:
+                x, context = x
+        elif not is_array(x):
+            raise ValueError(
+                "this flow initialises from data (ActNorm): call "
+                "model.initialize_from_data(batch) before fitting on a generator or PyDataset."
+            )
+        else:
+            size = batch_size or 32  # Keras' default batch size
+            x, context = x[:size], None if context is None else context[:size]
+        if context is not None and np.shape(context)[-1] == 0:
+            context = None  # the placeholder target of sample weights
+        return x, context
+
+    # --- Batches inside the train and test steps ----------------------------------
+
+    def batch(self, data):
+        """(x, context or None, sample_weight or None) of one batch, checked (see `check_batch`)."""
+        import keras
+
+        x, context, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        if self.conditional:
+            x, context = self.split(x, context)
+            context = check_batch(context, (self.context_size,), self.dtype, "context")
+        elif context is not None and not _is_placeholder(context):
+            raise BadBatchError(
+                "this flow is not conditional, but the data yields (x, y) pairs: drop y "
+                "(dataset.map(lambda x, y: x)), or build the flow with context_size to "
+                "condition on it. To weight examples, pass fit(x, sample_weight=w)."
+            )
+        else:
+            context = None
+        x = check_batch(x, self.event_shape, self.dtype)
+        if sample_weight is not None:
+            sample_weight = check_batch_weights(sample_weight, self.dtype)
+        return x, context, sample_weight
+
+
+def _is_placeholder(y):
+    """True for the empty target [N, 0] that carries an unconditional flow's sample weights."""
+    return tf.is_tensor(y) and y.shape.rank is not None and y.shape.rank >= 1 and y.shape[-1] == 0
+
+
+class batch_checks:  # noqa: N801 - used as a context manager, like contextlib's
+    """Around Keras' fit or evaluate: a failed in-graph batch check becomes a `BadBatchError`.
+
+    The error names the check and, for training, where it stopped (epoch,
+    batch); `callback` is a Keras callback to add to the call, which counts
+    them. Training that ran epochs but saw no batch is refused too.
+    """
+
+    def __init__(self, phase):
+        import keras
+
+        class Progress(keras.callbacks.Callback):
+            def __init__(self):
+                super().__init__()
+                self.epochs, self.batches, self.epoch, self.batch = 0, 0, 0, -1
+
+            def on_epoch_begin(self, epoch, logs=None):
+                self.epochs, self.epoch, self.batch = self.epochs + 1, epoch, -1
+
+            def on_train_batch_end(self, batch, logs=None):
+                self.batches, self.batch = self.batches + 1, batch
+
+        self.phase = phase
+        self.callback = Progress()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, error, traceback):
+        progress = self.callback
+        if error is None:
+            if self.phase == "training" and progress.epochs and not progress.batches:
+                raise ValueError(
+                    "the data yielded no batches: nothing was trained (is the dataset empty, "
+                    "or exhausted by an earlier epoch? Use dataset.repeat() with "
+                    "steps_per_epoch)."
+                )
+            return False
+        if not isinstance(error, tf.errors.InvalidArgumentError):
+            return False
+        message = bad_batch_message(error)
+        if message is None:
+            return False
+        where = ""
+        if self.phase == "training":
+            where = (
+                f" in epoch {progress.epoch + 1}, after batch {progress.batch + 1}"
+                if progress.batch >= 0
+                else f" in epoch {progress.epoch + 1}, at its first batch"
+            )
+        raise BadBatchError(
+            f"{message}{where}: {self.phase} stopped before that batch changed any weight (the "
+            "model keeps the weights of the last good batch); clean or filter the data."
+        ) from None

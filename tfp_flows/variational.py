@@ -17,7 +17,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfp_flows import validation
-from tfp_flows.model import FlowModel
+from tfp_flows.model import FlowModel, gradient_step
 
 
 class ReverseKL(keras.Model):
@@ -96,16 +96,15 @@ class ReverseKL(keras.Model):
             replica.replica_id_in_sync_group,
         )
         self._step.assign_add(1)
-        with tf.GradientTape() as tape:
+
+        def loss_terms():
             terms = self._negative_elbo_terms(self.batch_size, tf.cast(seed, tf.int32))
-            loss = tf.reduce_mean(terms)
-            if self.flow.losses:
-                loss += tf.add_n(self.flow.losses)
-            # Replicas' gradients are summed: each contributes its share of the mean.
-            loss = self.optimizer.scale_loss(loss / replica.num_replicas_in_sync)
-        variables = self.flow.trainable_variables
-        self.optimizer.apply(tape.gradient(loss, variables), variables)
-        self.loss_tracker.update_state(tf.reduce_mean(terms))
+            return tf.reduce_sum(terms), tf.cast(tf.size(terms), terms.dtype)
+
+        total, count = gradient_step(
+            self.optimizer, self.flow.trainable_variables, loss_terms, self.flow.losses
+        )
+        self.loss_tracker.update_state(total / count)
         return {"loss": self.loss_tracker.result()}
 
     def fit(self, epochs=1, steps_per_epoch=100, **kwargs):

@@ -1,26 +1,40 @@
-"""Pure TFP bijectors: no Keras state, parameters taken as TFP's own are."""
+"""Pure TFP bijectors: no Keras state, parameters taken as TFP's own are.
 
+A coupling or autoregressive family is one bijector (`Coupling`,
+`MaskedAutoregressive`) with a choice of elementwise transformer
+(`tfp_flows.bijectors.transformers`: `Affine`, `RationalQuadraticSpline`).
+"""
+
+from tfp_flows.bijectors import transformers
 from tfp_flows.bijectors.actnorm import ActNorm
-from tfp_flows.bijectors.affine_coupling import (
-    AffineCoupling,
-    Coupling,
-    half_mask,
-    parity_mask,
-    soft_clamp,
-)
 from tfp_flows.bijectors.autoregressive import MaskedAutoregressive
 from tfp_flows.bijectors.base import FlowBijector
 from tfp_flows.bijectors.conv1x1 import InvertibleConv1x1
-from tfp_flows.bijectors.image_coupling import MaskedImageCoupling
+from tfp_flows.bijectors.coupling import (
+    AffineCoupling,
+    Coupling,
+    MaskedImageCoupling,
+    SplineCoupling,
+    channel_mask,
+    checkerboard_mask,
+    half_mask,
+    parity_mask,
+)
 from tfp_flows.bijectors.multiscale import MultiScale
 from tfp_flows.bijectors.planar import Planar
 from tfp_flows.bijectors.radial import Radial
 from tfp_flows.bijectors.reverse import Reverse
-from tfp_flows.bijectors.spline_coupling import SplineCoupling
 from tfp_flows.bijectors.squeeze import Squeeze
+from tfp_flows.bijectors.transformers import (
+    Affine,
+    RationalQuadraticSpline,
+    Transformer,
+    soft_clamp,
+)
 
 __all__ = [
     "ActNorm",
+    "Affine",
     "AffineCoupling",
     "Coupling",
     "FlowBijector",
@@ -30,10 +44,15 @@ __all__ = [
     "MultiScale",
     "Planar",
     "Radial",
+    "RationalQuadraticSpline",
     "Reverse",
     "SplineCoupling",
     "Squeeze",
+    "Transformer",
+    "channel_mask",
+    "checkerboard_mask",
     "half_mask",
     "parity_mask",
     "soft_clamp",
+    "transformers",
 ]

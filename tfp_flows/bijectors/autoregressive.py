@@ -1,21 +1,26 @@
-"""Masked autoregressive flow step (MAF, Papamakarios et al. 2017); inverted, IAF."""
+"""One masked autoregressive bijector for every transformer (MAF, NSF-AR); inverted, IAF."""
 
 import tensorflow as tf
 
-from tfp_flows.bijectors.affine_coupling import soft_clamp
+from tfp_flows.bijectors import transformers as transformers_lib
 from tfp_flows.bijectors.base import FlowBijector
+from tfp_flows.bijectors.coupling import raw_parameters
 
 
 class MaskedAutoregressive(FlowBijector):
-    """Affine autoregressive map of a vector event, in TFP's MAF convention.
+    """An autoregressive elementwise map of a vector event, in TFP's MAF convention.
 
-    forward (base → data, sampling): x_i = z_i·exp(s_i(x_<i)) + t_i(x_<i),
-    with (t, s) = shift_and_log_scale_fn(x, **kwargs) an autoregressive
-    network (output i depends on x_<i only, e.g. `tfp_flows.layers.MADE`).
-    The log-scale is soft clamped, s = c·tanh(s_raw/c), as in `AffineCoupling`.
+    forward (base → data, sampling): x_i = g(z_i; θ_i(x_<i)), with the raw
+    parameters θ = conditioner(x, **kwargs) of an autoregressive network
+    (output i depends on x_<i only, e.g. `tfp_flows.layers.MADE`) and g the
+    `transformer`: the affine one gives MAF (Papamakarios et al. 2017),
+    x_i = z_i·exp(s_i) + t_i with s soft clamped as in `AffineCoupling`; the
+    rational-quadratic spline gives NSF-AR, the autoregressive neural spline
+    flow (Durkan et al. 2019).
 
-    Directions: both closed form, and both log-dets: log|det dx/dz| = Σ s_i.
-    The inverse (density, data → base), z = (x − t(x))·exp(−s(x)), takes ONE
+    Directions: closed form both ways wherever the transformer's are (affine
+    and spline: both), and so are the log-dets, log|det dx/dz| = Σ log g'.
+    The inverse (density, data → base), z_i = g⁻¹(x_i; θ_i(x_<i)), takes ONE
     pass of the network. The forward (sampling) takes D sequential passes for
     an event of size D: pass k fixes x_k, which the later ones condition on
     (a `tf.while_loop`, so it runs in a tf.function, with XLA and in an
@@ -28,13 +33,16 @@ class MaskedAutoregressive(FlowBijector):
         Estimation", NeurIPS 2017.
         Kingma, Salimans, Jozefowicz, Chen, Sutskever & Welling, "Improved
         Variational Inference with Inverse Autoregressive Flow", NeurIPS 2016.
+        Durkan, Bekasov, Murray & Papamakarios, "Neural Spline Flows", NeurIPS 2019.
 
     Arguments:
-        shift_and_log_scale_fn: any callable taking x of shape [..., D] (and
-            the bijector kwargs, e.g. a conditioning `context`) and returning
-            (shift, log_scale), each of shape [..., D], output i depending on
-            x_<i only; a Keras network in practice.
-        log_scale_clamp: c above, or None for no clamp.
+        conditioner: any callable taking x of shape [..., D] (and the
+            bijector kwargs, e.g. a conditioning `context`) and returning the
+            raw parameters [..., D·P] in the transformer's layout (or, for the
+            affine transformer, a tuple (shift, log_scale) of [..., D] each),
+            those of element i depending on x_<i only; a Keras network in
+            practice.
+        transformer: a `Transformer` or a name ("affine", "spline").
 
     Example:
         >>> import tensorflow as tf
@@ -48,15 +56,15 @@ class MaskedAutoregressive(FlowBijector):
 
     def __init__(
         self,
-        shift_and_log_scale_fn,
-        log_scale_clamp=3.0,
+        conditioner,
+        transformer="affine",
         validate_args=False,
         name="masked_autoregressive",
     ):
         parameters = dict(locals())
         with tf.name_scope(name) as name:
-            self._shift_and_log_scale_fn = shift_and_log_scale_fn
-            self._log_scale_clamp = log_scale_clamp
+            self._conditioner = conditioner
+            self._transformer = transformers_lib.get(transformer)
             super().__init__(
                 forward_min_event_ndims=1,
                 validate_args=validate_args,
@@ -65,20 +73,24 @@ class MaskedAutoregressive(FlowBijector):
             )
 
     @property
-    def shift_and_log_scale_fn(self):
-        return self._shift_and_log_scale_fn
+    def conditioner(self):
+        return self._conditioner
 
-    def _shift_and_log_scale(self, x, **kwargs):
-        shift, log_scale = self._shift_and_log_scale_fn(x, **kwargs)
-        return shift, soft_clamp(log_scale, self._log_scale_clamp)
+    @property
+    def shift_and_log_scale_fn(self):
+        return self._conditioner
+
+    @property
+    def transformer(self):
+        return self._transformer
 
     def _forward_and_log_det(self, z, **kwargs):
         def step(x):
-            shift, log_scale = self._shift_and_log_scale(x, **kwargs)
-            return z * tf.exp(log_scale) + shift, log_scale
+            raw = raw_parameters(self._conditioner(x, **kwargs))
+            return self._transformer.forward_and_log_det(raw, z)
 
         # After k passes x_<k is exact (x_i needs only x_<i): D - 1 passes in the
-        # loop, and the D-th gives the last element and the log-scales of the result.
+        # loop, and the D-th gives the last element and the log-dets of the result.
         event_size = z.shape[-1] if z.shape.rank is not None else None
         if event_size is None:
             event_size = tf.shape(z)[-1]
@@ -87,9 +99,10 @@ class MaskedAutoregressive(FlowBijector):
             lambda i, x: (i + 1, step(x)[0]),
             (tf.constant(0), tf.zeros_like(z)),
         )
-        x, log_scale = step(x)
-        return x, tf.reduce_sum(log_scale, axis=-1)
+        x, log_det = step(x)
+        return x, tf.reduce_sum(log_det, axis=-1)
 
     def _inverse_and_log_det(self, x, **kwargs):
-        shift, log_scale = self._shift_and_log_scale(x, **kwargs)
-        return (x - shift) * tf.exp(-log_scale), -tf.reduce_sum(log_scale, axis=-1)
+        raw = raw_parameters(self._conditioner(x, **kwargs))
+        z, log_det = self._transformer.inverse_and_log_det(raw, x)
+        return z, tf.reduce_sum(log_det, axis=-1)

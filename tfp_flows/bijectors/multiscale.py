@@ -51,24 +51,34 @@ class MultiScale(FlowBijector):
     def _inverse_and_log_det(self, x, **kwargs):
         return self._level(0, x, "inverse", kwargs)
 
-    def _level(self, index, x, direction, kwargs):
+    def inverse_visiting(self, x, before_step, **kwargs):
+        """The inverse of x, calling before_step(step, values) with the values reaching each step.
+
+        For data-dependent initialisation (ActNorm): run eagerly, it lets a
+        step set its parameters from its inputs just before it is applied.
+        """
+        return self._level(0, x, "inverse", kwargs, before_step)[0]
+
+    def _level(self, index, x, direction, kwargs, before_step=None):
         h = self._squeeze.forward(x)
         log_det = tf.zeros(tf.shape(x)[:-3], x.dtype)
         steps = self._levels[index]
         last = index == len(self._levels) - 1
         if direction == "inverse":
-            h, log_det = self._steps(reversed(steps), h, "inverse", kwargs, log_det)
+            h, log_det = self._steps(reversed(steps), h, "inverse", kwargs, log_det, before_step)
         if not last:
             active, factored = tf.split(h, 2, axis=-1)
-            active, deeper = self._level(index + 1, active, direction, kwargs)
+            active, deeper = self._level(index + 1, active, direction, kwargs, before_step)
             h, log_det = tf.concat([active, factored], axis=-1), log_det + deeper
         if direction == "forward":
             h, log_det = self._steps(steps, h, "forward", kwargs, log_det)
         return self._squeeze.inverse(h), log_det
 
     @staticmethod
-    def _steps(steps, h, direction, kwargs, log_det):
+    def _steps(steps, h, direction, kwargs, log_det, before_step=None):
         for step in steps:
+            if before_step is not None:
+                before_step(step, h)
             log_det_fn = getattr(step, f"{direction}_log_det_jacobian")
             # Every step gets the kwargs (a `context`); those without a network ignore them.
             log_det += log_det_fn(h, event_ndims=3, **kwargs)

@@ -6,13 +6,15 @@ from tfp_flows.layers.coupling import (
     AffineCouplingLayer,
     Conditioner,
     CouplingLayer,
+    ImageCouplingLayer,
+    ResNet,
     ShiftAndLogScaleNetwork,
+    SplineCouplingLayer,
 )
 from tfp_flows.layers.fixed import PermuteLayer, ScaleAndShiftLayer
 from tfp_flows.layers.made import MADE, MaskedAutoregressiveLayer
 from tfp_flows.layers.planar import PlanarLayer
 from tfp_flows.layers.radial import RadialLayer
-from tfp_flows.layers.spline import SplineCouplingLayer
 
 __all__ = [
     "MADE",
@@ -21,10 +23,12 @@ __all__ = [
     "Conditioner",
     "CouplingLayer",
     "FlowLayer",
+    "ImageCouplingLayer",
     "MaskedAutoregressiveLayer",
     "PermuteLayer",
     "PlanarLayer",
     "RadialLayer",
+    "ResNet",
     "ScaleAndShiftLayer",
     "ShiftAndLogScaleNetwork",
     "SplineCouplingLayer",

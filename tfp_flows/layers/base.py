@@ -98,6 +98,31 @@ class FlowLayer(keras.layers.Layer):
     def make_bijector(self):
         raise NotImplementedError
 
+    # --- Data-dependent initialisation ---------------------------------------
+
+    @property
+    def needs_data_initialization(self):
+        """True while this step waits to set its parameters from data (ActNorm); False here."""
+        return False
+
+    def initialize_from_data(self, values):
+        """Sets this step's parameters from `values`, the data reaching it (its data side).
+
+        Called eagerly by `FlowModel.initialize_from_data` (and `fit`) while
+        `needs_data_initialization`; steps that initialise from data
+        (`ActNormLayer`) override it.
+        """
+
+    def walk(self):
+        """This flow layer and the flow layers inside it (a multi-scale layer's steps)."""
+        yield self
+
+    def inverse_visiting(self, values, visit, **kwargs):
+        """The bijector's inverse of values, calling visit(layer, values) for each flow layer
+        first with the values reaching it (for data-dependent initialisation)."""
+        visit(self, values)
+        return self.bijector.inverse(values, **kwargs)
+
     def check_data(self, x, argument="x"):
         """Raises a ValueError if data values are outside this step's domain.
 

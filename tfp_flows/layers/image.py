@@ -1,7 +1,9 @@
 """Keras layers for image flows: ActNorm, 1×1 convolutions, masked couplings, multi-scale.
 
 Every layer here acts on image events [H, W, C] (`event_ndims = 3`) and owns
-its weights; `MultiScaleLayer` assembles the others into the multi-scale
+its weights; `MultiScaleLayer` assembles them and the image couplings
+(`tfp_flows.layers.CouplingLayer` with an image mask, under its earlier name
+`ImageCouplingLayer`) into the multi-scale
 architecture of RealNVP and Glow (see `tfp_flows.flows.glow` and
 `tfp_flows.flows.realnvp_image`). `LogitLayer` is the fixed pre-processing
 step between bounded pixel values and the real line.
@@ -13,17 +15,13 @@ import scipy.linalg
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+from tfp_flows.bijectors import transformers as transformers_lib
 from tfp_flows.bijectors.actnorm import ActNorm
 from tfp_flows.bijectors.conv1x1 import InvertibleConv1x1
-from tfp_flows.bijectors.image_coupling import (
-    MaskedImageCoupling,
-    channel_mask,
-    checkerboard_mask,
-)
 from tfp_flows.bijectors.multiscale import MultiScale
 from tfp_flows.bijectors.squeeze import check_squeezable
-from tfp_flows.layers.base import FlowLayer, NetworkWithFloat32Ends
-from tfp_flows.layers.coupling import bounded_inputs
+from tfp_flows.layers.base import FlowLayer
+from tfp_flows.layers.coupling import ImageCouplingLayer
 
 tfb = tfp.bijectors
 
@@ -33,10 +31,11 @@ class ActNormLayer(FlowLayer):
     """Owns the per-channel log-scale and shift of an `ActNorm`, with data-dependent init.
 
     Until initialised the step is the identity. `FlowModel.fit` (or
-    `FlowModel.initialize_from_data`) initialises it from the first batch so
-    that, on that batch, its inverse output has zero mean and unit variance
-    per channel; the `initialized` flag is a weight, so a saved and loaded
-    model is not initialised again.
+    `FlowModel.initialize_from_data`) initialises it from the first batch
+    through the flow-layer hook `initialize_from_data`, so that, on that
+    batch, its inverse output has zero mean and unit variance per channel;
+    the `initialized` flag is a weight, so a saved and loaded model is not
+    initialised again.
     """
 
     event_ndims = 3
@@ -50,13 +49,14 @@ class ActNormLayer(FlowLayer):
         )
 
     def make_bijector(self):
-        return ActNorm(
-            self.log_scale.value, self.shift.value, initializer=self._initialize, name=self.name
-        )
+        return ActNorm(self.log_scale.value, self.shift.value, name=self.name)
 
-    def _initialize(self, y, min_scale=1e-3):
-        if float(self.initialized.numpy()) > 0:
-            return
+    @property
+    def needs_data_initialization(self):
+        return float(self.initialized.numpy()) == 0.0
+
+    def initialize_from_data(self, y, min_scale=1e-3):
+        """Sets shift and log-scale so that the inverse maps y to zero mean, unit variance."""
         axes = list(range(len(y.shape) - 1))
         mean = tf.reduce_mean(y, axis=axes)
         std = tf.math.reduce_std(y, axis=axes)
@@ -108,167 +108,6 @@ class InvertibleConv1x1Layer(FlowLayer):
         )
 
 
-@keras.saving.register_keras_serializable(package="tfp_flows")
-class ConvShiftAndLogScaleNetwork(NetworkWithFloat32Ends, keras.layers.Layer):
-    """A small ResNet: images [..., H, W, C_in] → (shift, log_scale), each [..., H, W, C].
-
-    3×3 convolution, `num_blocks` residual blocks (two 3×3 convolutions with
-    a skip), then a 3×3 convolution initialised at zero, so the coupling
-    starts as the identity. With `context_size`, the context vector is
-    broadcast over the pixels and concatenated as extra input channels.
-    """
-
-    def __init__(
-        self, output_channels, hidden_channels=64, num_blocks=1, context_size=None, **kwargs
-    ):
-        super().__init__(**kwargs)
-        self.output_channels = int(output_channels)
-        self.hidden_channels = int(hidden_channels)
-        self.num_blocks = int(num_blocks)
-        self.context_size = context_size
-
-    def _conv(self, channels, name, zero=False, outer=False):
-        # Under a mixed policy the input and output convolutions stay in the variable
-        # dtype and the residual blocks compute in 16 bits (`NetworkWithFloat32Ends`).
-        return keras.layers.Conv2D(
-            channels,
-            3,
-            padding="same",
-            kernel_initializer="zeros" if zero else "glorot_uniform",
-            dtype=self.outer_dtype_policy if outer else self.dtype_policy,
-            name=name,
-        )
-
-    def build(self, input_shape):
-        height, width, channels = input_shape[-3:]
-        channels += self.context_size or 0
-        self.input_conv = self._conv(self.hidden_channels, "input", outer=True)
-        self.input_conv.build((None, height, width, channels))
-        self.blocks = []
-        for i in range(self.num_blocks):
-            pair = [self._conv(self.hidden_channels, f"block_{i}_{j}") for j in range(2)]
-            for conv in pair:
-                conv.build((None, height, width, self.hidden_channels))
-            self.blocks.append(pair)
-        self.output_conv = self._conv(
-            2 * self.output_channels, "shift_and_log_scale", zero=True, outer=True
-        )
-        self.output_conv.build((None, height, width, self.hidden_channels))
-
-    def call(self, inputs, context=None):
-        batch_shape, event = tf.shape(inputs)[:-3], tf.shape(inputs)[-3:]
-        if (context is None) != (self.context_size is None):
-            raise ValueError(
-                f"{self.name} takes a context of size {self.context_size}, got "
-                f"{'none' if context is None else 'one'}."
-            )
-        if context is not None:
-            context = tf.cast(context, inputs.dtype)
-            batch_shape = tf.broadcast_dynamic_shape(batch_shape, tf.shape(context)[:-1])
-            inputs = tf.broadcast_to(inputs, tf.concat([batch_shape, event], 0))
-            tiled = tf.broadcast_to(
-                context[..., None, None, :],
-                tf.concat([batch_shape, event[:2], [self.context_size]], 0),
-            )
-            inputs = tf.concat([inputs, tiled], axis=-1)
-        # Conv2D wants [N, H, W, C]: fold the leading shape into N, unfold afterwards.
-        flat = bounded_inputs(tf.reshape(inputs, tf.concat([[-1], tf.shape(inputs)[-3:]], 0)))
-        # An empty batch (a replica's share of a short last batch under tf.distribute)
-        # skips the convolutions: their gradient kernels fail on it there ("Missing
-        # 1-th output from Conv2DBackpropFilter").
-        out = tf.cond(
-            tf.size(flat) > 0,
-            lambda: self._resnet(flat),
-            lambda: tf.zeros(
-                tf.concat([tf.shape(flat)[:-1], [2 * self.output_channels]], 0),
-                self.dtype_policy.variable_dtype,
-            ),
-        )
-        out = tf.reshape(out, tf.concat([batch_shape, event[:2], [2 * self.output_channels]], 0))
-        shift, log_scale = tf.split(out, 2, axis=-1)
-        return shift, log_scale
-
-    def _resnet(self, images):
-        hidden = tf.cast(tf.nn.relu(self.input_conv(images)), self.compute_dtype)
-        for first, second in self.blocks:
-            hidden = tf.nn.relu(hidden + second(tf.nn.relu(first(hidden))))
-        return self.output_conv(hidden)
-
-    def get_config(self):
-        return {
-            **super().get_config(),
-            "output_channels": self.output_channels,
-            "hidden_channels": self.hidden_channels,
-            "num_blocks": self.num_blocks,
-            "context_size": self.context_size,
-        }
-
-
-MASKS = ("checkerboard", "channel")
-
-
-@keras.saving.register_keras_serializable(package="tfp_flows")
-class ImageCouplingLayer(FlowLayer):
-    """Owns the ResNet of a `MaskedImageCoupling` with a checkerboard or channel mask.
-
-    Arguments:
-        mask: "checkerboard" or "channel".
-        parity: use the complementary mask (odd squares, second half of the channels).
-        hidden_channels, num_blocks: see `ConvShiftAndLogScaleNetwork`.
-        log_scale_clamp: soft bound on each log-scale.
-        context_size: makes the coupling conditional on a context vector.
-    """
-
-    event_ndims = 3
-    supports_context = True
-
-    def __init__(
-        self,
-        mask="channel",
-        parity=False,
-        hidden_channels=64,
-        num_blocks=1,
-        log_scale_clamp=3.0,
-        context_size=None,
-        **kwargs,
-    ):
-        super().__init__(context_size=context_size, **kwargs)
-        if mask not in MASKS:
-            raise ValueError(f"mask must be one of {MASKS}, got {mask!r}.")
-        self.mask, self.parity = mask, bool(parity)
-        self.hidden_channels, self.num_blocks = int(hidden_channels), int(num_blocks)
-        self.log_scale_clamp = log_scale_clamp
-
-    def build_weights(self, event_shape):
-        make_mask = checkerboard_mask if self.mask == "checkerboard" else channel_mask
-        self.mask_array = make_mask(event_shape, self.parity)
-        self.network = ConvShiftAndLogScaleNetwork(
-            event_shape[-1],
-            self.hidden_channels,
-            self.num_blocks,
-            self.context_size,
-            dtype=self.network_dtype_policy,
-            name="network",
-        )
-        # The network sees the masked image and the mask: 2C channels.
-        self.network.build((None, *event_shape[:2], 2 * event_shape[-1]))
-
-    def make_bijector(self):
-        return MaskedImageCoupling(
-            self.network, self.mask_array, log_scale_clamp=self.log_scale_clamp, name=self.name
-        )
-
-    def get_config(self):
-        return {
-            **super().get_config(),
-            "mask": self.mask,
-            "parity": self.parity,
-            "hidden_channels": self.hidden_channels,
-            "num_blocks": self.num_blocks,
-            "log_scale_clamp": self.log_scale_clamp,
-        }
-
-
 STEPS = ("glow", "realnvp")
 
 
@@ -279,9 +118,10 @@ class MultiScaleLayer(FlowLayer):
     Each of `levels` levels squeezes (space to depth), runs `steps_per_level`
     steps and factors out half of its channels (the last level keeps all).
     A "glow" step is, in the normalizing direction, ActNorm → invertible 1×1
-    convolution → affine coupling with a channel mask (alternating halves);
-    a "realnvp" step is one affine coupling, the masks alternating
-    checkerboard (even, odd) and channel (first, second half) in turn.
+    convolution → coupling with a channel mask (alternating halves); a
+    "realnvp" step is one coupling, the masks alternating checkerboard (even,
+    odd) and channel (first, second half) in turn. The couplings' transformer
+    is affine by default; "spline" gives neural spline couplings.
 
     Arguments:
         levels: number of levels; the image's height and width must be
@@ -289,8 +129,10 @@ class MultiScaleLayer(FlowLayer):
         steps_per_level: steps per level.
         step: "glow" or "realnvp".
         hidden_channels, num_blocks: the couplings' ResNets.
-        log_scale_clamp: soft bound on the couplings' log-scales.
+        log_scale_clamp: soft bound on the couplings' log-scales (affine).
         context_size: makes every coupling conditional on a context vector.
+        transformer: the couplings' transformer, a name or a `Transformer`;
+            its options may be given as keyword arguments (`num_bins`, ...).
     """
 
     event_ndims = 3
@@ -303,10 +145,12 @@ class MultiScaleLayer(FlowLayer):
         step="glow",
         hidden_channels=64,
         num_blocks=1,
-        log_scale_clamp=3.0,
+        log_scale_clamp=transformers_lib.DEFAULT,
         context_size=None,
+        transformer="affine",
         **kwargs,
     ):
+        options, kwargs = transformers_lib.split_options(transformer, kwargs)
         super().__init__(context_size=context_size, **kwargs)
         if step not in STEPS:
             raise ValueError(f"step must be one of {STEPS}, got {step!r}.")
@@ -314,9 +158,15 @@ class MultiScaleLayer(FlowLayer):
             raise ValueError(
                 f"levels and steps_per_level must be positive, got {levels} and {steps_per_level}."
             )
+        if log_scale_clamp is not transformers_lib.DEFAULT:  # the affine option, at its old place
+            options["log_scale_clamp"] = log_scale_clamp
+        self.transformer = transformers_lib.get(transformer, **options)
         self.levels, self.steps_per_level, self.step = int(levels), int(steps_per_level), step
         self.hidden_channels, self.num_blocks = int(hidden_channels), int(num_blocks)
-        self.log_scale_clamp = log_scale_clamp
+
+    @property
+    def log_scale_clamp(self):
+        return getattr(self.transformer, "log_scale_clamp", None)
 
     def build_weights(self, event_shape):
         height, width, channels = event_shape
@@ -349,7 +199,7 @@ class MultiScaleLayer(FlowLayer):
         common = dict(
             hidden_channels=self.hidden_channels,
             num_blocks=self.num_blocks,
-            log_scale_clamp=self.log_scale_clamp,
+            transformer=self.transformer,
             context_size=self.context_size,
             dtype=self.network_dtype_policy,
         )
@@ -372,6 +222,18 @@ class MultiScaleLayer(FlowLayer):
         # `steps` are in the normalizing order; MultiScale takes the forward (sampling) order.
         return MultiScale([steps[::-1] for steps in levels], name=self.name)
 
+    def walk(self):
+        yield self
+        for layer in self.steps:
+            yield from layer.walk()
+
+    def inverse_visiting(self, y, visit, **kwargs):
+        layers = {id(layer.bijector): layer for layer in self.steps}
+        visit(self, y)
+        return self.bijector.inverse_visiting(
+            y, lambda step, values: visit(layers[id(step)], values), **kwargs
+        )
+
     def get_config(self):
         return {
             **super().get_config(),
@@ -380,7 +242,7 @@ class MultiScaleLayer(FlowLayer):
             "step": self.step,
             "hidden_channels": self.hidden_channels,
             "num_blocks": self.num_blocks,
-            "log_scale_clamp": self.log_scale_clamp,
+            "transformer": self.transformer.get_config(),
         }
 
 

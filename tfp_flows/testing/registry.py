@@ -1,5 +1,10 @@
 """The one registry of flow steps: every bijector joins it and inherits the generic tests.
 
+A testing module (`tfp_flows.testing.registry`), not part of the package's
+modelling API: the generic tests (`tests/test_registry.py`,
+`tests/test_properties.py`) loop over it, so a new family costs one
+transformer (or bijector and layer) and one entry here.
+
 Each entry builds a Keras `FlowLayer` and says which event shape it is tested
 at (`event_shape(name, event_size)`): a vector step takes any event size from
 its `min_event_size` up, `(event_size,)`; an image step has one small fixed
@@ -32,6 +37,7 @@ import tensorflow_probability as tfp
 from tfp_flows.bijectors import half_mask, parity_mask
 from tfp_flows.layers import (
     AffineCouplingLayer,
+    CouplingLayer,
     FlowLayer,
     MaskedAutoregressiveLayer,
     PermuteLayer,
@@ -133,8 +139,28 @@ REGISTRY = {
         ),
         min_event_size=2,
     ),
+    # The generic coupling with the spline transformer, by its new name.
+    "coupling_spline_parity": Entry(
+        lambda size, dtype: CouplingLayer(
+            parity_mask(size, odd=True), "spline", num_bins=3, hidden_units=(8,), dtype=dtype
+        ),
+        min_event_size=2,
+    ),
     "maf": Entry(
         lambda size, dtype: MaskedAutoregressiveLayer((16, 16), dtype=dtype), min_event_size=2
+    ),
+    # NSF-AR: the autoregressive step with the spline transformer.
+    "nsf_ar": Entry(
+        lambda size, dtype: MaskedAutoregressiveLayer(
+            (16, 16), transformer="spline", num_bins=5, dtype=dtype
+        ),
+        min_event_size=2,
+    ),
+    "nsf_ar_conditional": Entry(
+        lambda size, dtype: MaskedAutoregressiveLayer(
+            (16,), transformer="spline", num_bins=4, context_size=CONTEXT_SIZE, dtype=dtype
+        ),
+        min_event_size=2,
     ),
     "iaf": Entry(
         lambda size, dtype: MaskedAutoregressiveLayer((16,), inverse=True, dtype=dtype),
@@ -164,6 +190,10 @@ REGISTRY = {
         _resnet_step(ImageCouplingLayer, "checkerboard", parity=True, context_size=CONTEXT_SIZE),
         weight_scale=RESNET_WEIGHT_SCALE,
     ),
+    "image_coupling_spline": _image_step(
+        _resnet_step(ImageCouplingLayer, "checkerboard", transformer="spline", num_bins=4),
+        weight_scale=RESNET_WEIGHT_SCALE,
+    ),
     # The multi-scale layer of each image factory (flows.glow, flows.realnvp_image), at two
     # levels and few steps: the single steps above are tested on their own.
     "glow": _image_step(
@@ -174,6 +204,13 @@ REGISTRY = {
     "glow_conditional": _image_step(
         _resnet_step(
             MultiScaleLayer, levels=2, steps_per_level=1, step="glow", context_size=CONTEXT_SIZE
+        ),
+        image_shape=GLOW_SHAPE,
+        weight_scale=RESNET_WEIGHT_SCALE,
+    ),
+    "glow_spline": _image_step(
+        _resnet_step(
+            MultiScaleLayer, levels=2, steps_per_level=1, step="glow", transformer="spline"
         ),
         image_shape=GLOW_SHAPE,
         weight_scale=RESNET_WEIGHT_SCALE,

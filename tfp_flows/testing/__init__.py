@@ -1,0 +1,1 @@
+"""Testing utilities: the registry of flow steps that drives the generic property tests."""
