@@ -21,6 +21,7 @@ from tfp_flows.callbacks import AtomicBackupAndRestore, RestoreOnNaN
 from tfp_flows.export import MAX_SAMPLES, describe, export_saved_model
 from tfp_flows.export import check_destination as check_export_destination
 from tfp_flows.training import cosine_adam, steps_per_call
+from tfp_flows.validation import check_creatable
 
 JIT_COMPILE = {"auto": "auto", "on": True, "off": False}
 
@@ -79,34 +80,25 @@ def _transformer_options(args):
     }
 
 
-def _positive(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
+def _number(kind, accept, requirement):
+    """An argparse type: text -> kind(text), a usage error naming `requirement` otherwise."""
+
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {requirement}, got {text!r}") from None
+        if not accept(value):
+            raise argparse.ArgumentTypeError(f"must be {requirement}, got {text}")
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names the type in its messages
+    return parse
 
 
-def _positive_float(text):
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}") from None
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"must be a positive, finite number, got {text}")
-    return value
-
-
-def _seed(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
-    if not 0 <= value < 2**32:
-        raise argparse.ArgumentTypeError(f"must be in [0, 2**32), got {text}")
-    return value
+_positive = _number(int, lambda v: v >= 1, "a positive integer")
+_positive_float = _number(float, lambda v: math.isfinite(v) and v > 0, "a positive, finite number")
+_seed = _number(int, lambda v: 0 <= v < 2**32, "an integer in [0, 2**32)")
 
 
 def build_parser():
@@ -344,16 +336,7 @@ class RunFolder:
 
     def check_writable(self):
         """Raises before anything is written when OUT cannot hold a run."""
-        existing = self.path
-        while not os.path.exists(existing):
-            parent = os.path.dirname(existing) or "."
-            if parent == existing:
-                break
-            existing = parent
-        if not os.path.isdir(existing):
-            raise OSError(f"cannot write the run to {self.path}: {existing} is not a folder.")
-        if not os.access(existing, os.W_OK | os.X_OK):
-            raise PermissionError(f"cannot write the run to {self.path}: {existing} is read-only.")
+        check_creatable(self.path, "the run folder")
 
     def _read_record(self):
         path = self.file(RUN_FILE)

@@ -132,16 +132,7 @@ def check_destination(base_path, name, version=None):
     if version is not None:
         validation.check_integer(version, "version", maximum=2**63 - 1)
     model_dir = os.path.join(os.fspath(base_path), str(name))
-    existing = model_dir
-    while not os.path.exists(existing):
-        parent = os.path.dirname(existing) or "."
-        if parent == existing:
-            break
-        existing = parent
-    if not os.path.isdir(existing):
-        raise OSError(f"cannot create the export folder {model_dir}: {existing} is not a folder.")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise PermissionError(f"cannot write to {existing}: nothing would be exported.")
+    validation.check_creatable(model_dir, "the export folder")
     if version is not None and os.path.exists(os.path.join(model_dir, str(version))):
         raise FileExistsError(
             f"{os.path.join(model_dir, str(version))} already exists: versions are never "

@@ -451,6 +451,26 @@ def _as_int32(word):
     return word - 2**32 if word >= 2**31 else word
 
 
+def check_creatable(path, what):
+    """Raises before anything is written when `path` cannot be created (or written) as a folder.
+
+    Finds the nearest existing ancestor: it must be a writable folder. `what`
+    names the folder in the messages ("the export folder", ...). Creates nothing.
+    """
+    import os
+
+    existing = os.fspath(path)
+    while not os.path.exists(existing):
+        parent = os.path.dirname(existing) or "."
+        if parent == existing:
+            break
+        existing = parent
+    if not os.path.isdir(existing):
+        raise OSError(f"cannot create {what} {path}: {existing} is not a folder.")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise PermissionError(f"cannot create {what} {path}: {existing} is read-only.")
+
+
 def check_context_size(context_size):
     """Returns a layer's or model's `context_size` as an int, or None (not conditional)."""
     if context_size is None:
