@@ -11,7 +11,7 @@ chunking off (`chunk_size = N`, one call over everything) show what the
 chunks save; those stop at 3·10^6 points, where they already need gigabytes.
 
     PYTHONPATH=. python benchmarks/large_inputs.py            # 1e5 .. 1e7
-    PYTHONPATH=. python benchmarks/large_inputs.py --quick    # 1e4 and 1e5 in one process
+    PYTHONPATH=. python benchmarks/large_inputs.py --quick    # 1e5 only, in one process
 
 A benchmark, not a test: it prints a markdown table and writes JSON.
 """
@@ -23,21 +23,12 @@ import subprocess
 import sys
 import time
 
+from common import machine_info, markdown_table, rss_mib, write_report
+
 SIZES = (100_000, 1_000_000, 3_000_000, 10_000_000)
-QUICK_SIZES = (10_000, 100_000)
+QUICK_SIZES = (100_000,)  # above one chunk (65536 rows): both paths run
 UNCHUNKED_LIMIT = 3_000_000
 OPS = ("log_prob", "sample")
-
-
-def peak_rss_mb():
-    """(resident, peak resident) memory of this process, MB (VmRSS, VmHWM)."""
-    fields = {}
-    with open("/proc/self/status") as f:
-        for line in f:
-            name, _, value = line.partition(":")
-            if name in ("VmRSS", "VmHWM"):
-                fields[name] = int(value.split()[0]) / 1024
-    return fields["VmRSS"], fields["VmHWM"]
 
 
 def run_cell(op, n, chunked):
@@ -60,14 +51,14 @@ def run_cell(op, n, chunked):
             model.log_prob(points[:size]).numpy()
         else:
             model.sample(size, seed=0).numpy()
-    rss_before, peak_before = peak_rss_mb()
+    rss_before, peak_before = rss_mib()
     started = time.perf_counter()
     if op == "log_prob":
         result = model.log_prob(points).numpy()
     else:
         result = model.sample(n, seed=1).numpy()
     seconds = time.perf_counter() - started
-    _, peak_after = peak_rss_mb()
+    _, peak_after = rss_mib()
     data_mb = (points.nbytes + result.nbytes) / 2**20
     return {
         "op": op,
@@ -92,17 +83,21 @@ def cells(sizes):
 
 
 def markdown(rows):
-    lines = [
-        "| op | N | chunked | samples/s | peak memory growth (MB) | inputs + outputs (MB) |",
-        "|---|---|---|---|---|---|",
-    ]
-    for r in rows:
-        lines.append(
-            f"| {r['op']} | {r['n']:.0e} | {'yes' if r['chunked'] else 'no'} | "
-            f"{r['samples_per_second'] / 1e3:.0f}k | {r['peak_growth_mb']:.0f} | "
-            f"{r['inputs_and_outputs_mb']:.0f} |"
-        )
-    return "\n".join(lines)
+    header = ["op", "N", "chunked", "samples/s", "peak memory growth (MB)"]
+    return markdown_table(
+        header + ["inputs + outputs (MB)"],
+        [
+            [
+                r["op"],
+                f"{r['n']:.0e}",
+                "yes" if r["chunked"] else "no",
+                f"{r['samples_per_second'] / 1e3:.0f}k",
+                f"{r['peak_growth_mb']:.0f}",
+                f"{r['inputs_and_outputs_mb']:.0f}",
+            ]
+            for r in rows
+        ],
+    )
 
 
 def main(argv=None):
@@ -120,8 +115,6 @@ def main(argv=None):
         op, n, chunked = args.cell[0], int(float(args.cell[1])), args.cell[2] == "1"
         print("RESULT " + json.dumps(run_cell(op, n, chunked)))
         return
-
-    from machine import machine_info, write_report
 
     sizes = [int(s) for s in args.sizes] if args.sizes else (QUICK_SIZES if args.quick else SIZES)
     rows = []

@@ -10,7 +10,7 @@ after the warm-up ones (the first traces, allocator pools and caches fill
 during them).
 
     PYTHONPATH=. python benchmarks/memory.py                # 30 epochs
-    PYTHONPATH=. python benchmarks/memory.py --quick        # 6 epochs, smoke test
+    PYTHONPATH=. python benchmarks/memory.py --quick        # 6 epochs of a small Glow: smoke test
 
 A benchmark, not a test: it prints a table and writes JSON; it never fails on
 the figure. The verdict line says whether the slope after warm-up stays under
@@ -22,21 +22,13 @@ import time
 
 import keras
 import numpy as np
-from machine import machine_info, write_report
+from common import machine_info, markdown_table, rss_mib, write_report
 
 from tfp_flows import datasets, flows
 from tfp_flows.training import fit_dequantized
 
-
-def rss_megabytes():
-    """This process's resident set size now, and its peak so far (VmRSS, VmHWM), in MB."""
-    fields = {}
-    with open("/proc/self/status") as f:
-        for line in f:
-            name, _, value = line.partition(":")
-            if name in ("VmRSS", "VmHWM"):
-                fields[name] = int(value.split()[0]) / 1024  # kB -> MB
-    return fields["VmRSS"], fields["VmHWM"]
+GLOW = dict(levels=2, steps_per_level=4, hidden_channels=32)
+QUICK_GLOW = dict(levels=1, steps_per_level=1, hidden_channels=8)  # --quick: every code path
 
 
 class MemoryLog(keras.callbacks.Callback):
@@ -51,7 +43,7 @@ class MemoryLog(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         test_bits = float(np.mean(self.model.bits_per_dim(self.test_images)))
         self.model.sample(self.sample_count, seed=[0, epoch])
-        rss, peak = rss_megabytes()
+        rss, peak = rss_mib()
         self.rows.append(
             {
                 "epoch": epoch + 1,
@@ -76,7 +68,9 @@ def growth_per_epoch(rows, warmup):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="6 epochs, a smoke test")
+    parser.add_argument(
+        "--quick", action="store_true", help="6 epochs of a small Glow: a smoke test"
+    )
     parser.add_argument("--epochs", type=int, help="epochs (default 30; 6 with --quick)")
     parser.add_argument("--warmup", type=int, help="epochs left out of the fit (default 5; 2)")
     parser.add_argument("--tolerance", type=float, default=1.0, help="MB per epoch")
@@ -88,25 +82,33 @@ def main(argv=None):
     info = machine_info()
     data = datasets.load("digits")
     keras.utils.set_random_seed(0)
-    start_rss, _ = rss_megabytes()
-    model = flows.glow(
-        data.image_shape, steps_per_level=4, hidden_channels=32, value_range=data.value_range
-    )
+    start_rss, _ = rss_mib()
+    architecture = QUICK_GLOW if args.quick else GLOW
+    model = flows.glow(data.image_shape, value_range=data.value_range, **architecture)
     log = MemoryLog(data.images(data.test))
     fit_dequantized(
         model, data.images(data.train_counts), epochs=epochs, verbose=0, callbacks=[log]
     )
     slope = growth_per_epoch(log.rows, warmup)
 
-    print(f"\nGlow on digits (2 levels × 4 steps, 32 channels), {epochs} epochs, batch 128")
+    print(
+        f"\nGlow on digits ({architecture['levels']} levels × {architecture['steps_per_level']} "
+        f"steps, {architecture['hidden_channels']} channels), {epochs} epochs, batch 128"
+    )
     print(f"RSS before building the model: {start_rss:.0f} MB\n")
-    print("| epoch | RSS (MB) | peak RSS (MB) | train loss | test bits/dim | seconds |")
-    print("|---|---|---|---|---|---|")
-    for r in log.rows:
-        print(
-            f"| {r['epoch']} | {r['rss_mb']:.1f} | {r['peak_rss_mb']:.1f} | {r['loss']:.3f} "
-            f"| {r['test_bits_per_dim']:.3f} | {r['seconds']:.1f} |"
-        )
+    rows = [
+        [
+            r["epoch"],
+            f"{r['rss_mb']:.1f}",
+            f"{r['peak_rss_mb']:.1f}",
+            f"{r['loss']:.3f}",
+            f"{r['test_bits_per_dim']:.3f}",
+            f"{r['seconds']:.1f}",
+        ]
+        for r in log.rows
+    ]
+    header = ["epoch", "RSS (MB)", "peak RSS (MB)", "train loss", "test bits/dim", "seconds"]
+    print(markdown_table(header, rows))
     verdict = "no growth" if abs(slope) < args.tolerance else "GROWS"
     print(
         f"\nRSS slope over epochs {warmup + 1}-{epochs}: {slope:+.3f} MB/epoch "
@@ -115,6 +117,7 @@ def main(argv=None):
     write_report(
         {
             "machine": info,
+            "glow": architecture,
             "epochs": epochs,
             "warmup_epochs": warmup,
             "start_rss_mb": start_rss,

@@ -1,8 +1,9 @@
 """Benchmark: the exported SavedModel against the in-process model, on log_prob.
 
 Throughput at batch 5000 (median of compiled calls) and latency at batch 1
-(median and p99 over many calls) for the default moons RealNVP, in-process
-(`model.log_prob`, compiled on first call) and through the SavedModel's
+(median and p99 over many calls; the two systems' calls taken in turns) for
+the default moons RealNVP, in-process (`model.log_prob`, compiled on first
+call) and through the SavedModel's
 `log_prob` signature loaded with `tf.saved_model.load` (the graph TF Serving
 runs, without its RPC layer). Target: SavedModel >= 0.9x in-process
 throughput at batch 5000.
@@ -16,29 +17,16 @@ import argparse
 import os
 import statistics
 import tempfile
-import time
 
 import keras
 import numpy as np
 import tensorflow as tf
-from machine import machine_info, write_report
+from common import machine_info, markdown_table, timed_calls, write_report
 
 import tfp_flows
 from tfp_flows.export import export_saved_model
 
 TARGET_THROUGHPUT_RATIO = 0.9
-
-
-def timings(fn, x, calls, warmup=5):
-    """Seconds per call of fn(x), after warm-up calls; .numpy() waits for the result."""
-    for _ in range(warmup):
-        fn(x).numpy()
-    result = []
-    for _ in range(calls):
-        start = time.perf_counter()
-        fn(x).numpy()
-        result.append(time.perf_counter() - start)
-    return result
 
 
 def build_model(seed):
@@ -84,11 +72,14 @@ def main(argv=None):
         )
         throughput = {name: [] for name in systems}
         latency = {name: [] for name in systems}
-        # Alternate the systems so a load spike on the shared machine hits both.
+        # Calls alternate between the systems, so a load spike on the shared machine hits both.
         for _ in range(args.rounds):
-            for name, fn in systems.items():
-                throughput[name].append(5000 / statistics.median(timings(fn, big, 30)))
-                latency[name].extend(timings(fn, one, args.calls))
+            batch = {name: lambda fn=fn: fn(big) for name, fn in systems.items()}
+            for name, seconds in timed_calls(batch, warmup=5, calls=30).items():
+                throughput[name].append(5000 / statistics.median(seconds))
+            single = {name: lambda fn=fn: fn(one) for name, fn in systems.items()}
+            for name, seconds in timed_calls(single, warmup=5, calls=args.calls).items():
+                latency[name].extend(seconds)
 
     results = {
         name: {
@@ -114,13 +105,17 @@ def main(argv=None):
             "pass": bool(ratio >= TARGET_THROUGHPUT_RATIO),
         },
     }
-    print("| system | log_prob samples/s (batch 5000) | latency batch 1, median | p99 |")
-    print("|---|---|---|---|")
-    for name, m in results.items():
-        print(
-            f"| {name} | {m['throughput_batch_5000'] / 1e3:,.0f}k "
-            f"| {m['latency_batch_1_median_ms']:.3f} ms | {m['latency_batch_1_p99_ms']:.3f} ms |"
-        )
+    header = ["system", "log_prob samples/s (batch 5000)", "latency batch 1, median", "p99"]
+    rows = [
+        [
+            name,
+            f"{m['throughput_batch_5000'] / 1e3:,.0f}k",
+            f"{m['latency_batch_1_median_ms']:.3f} ms",
+            f"{m['latency_batch_1_p99_ms']:.3f} ms",
+        ]
+        for name, m in results.items()
+    ]
+    print(markdown_table(header, rows))
     mark = "PASS" if ratio >= TARGET_THROUGHPUT_RATIO else "FAIL"
     print(
         f"\nSavedModel / in-process throughput: {ratio:.2f}x "

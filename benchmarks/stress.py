@@ -26,7 +26,7 @@ import time
 import keras
 import numpy as np
 import tensorflow as tf
-from machine import machine_info, write_report
+from common import machine_info, markdown_table, write_report
 
 import tfp_flows
 from tfp_flows.callbacks import RestoreOnNaN
@@ -166,23 +166,20 @@ def _short(outcome_name):
 
 
 def matrix(cells, datasets, families):
-    lines = ["| dataset | " + " | ".join(families) + " |", "|---" * (len(families) + 1) + "|"]
+    rows = []
     for name in datasets:
-        row = []
+        row = [name]
         for family in families:
             cell = cells[name][family]
             nll = f" {cell['test_nll']:.2f}" if "test_nll" in cell else ""
             row.append(_short(cell["outcome"]) + nll)
-        lines.append(f"| {name} | " + " | ".join(row) + " |")
-    return "\n".join(lines)
+        rows.append(row)
+    return markdown_table(["dataset", *families], rows)
 
 
 def far_away_summary(cells, datasets, families):
     """One line per family: NaN / −inf / finite counts of far-away log_prob, summed."""
-    lines = [
-        "| flow | NaN | −inf | +inf | finite | finite range (nats) |",
-        "|---|---|---|---|---|---|",
-    ]
+    rows = []
     for family in families:
         family_cells = [cells[name][family] for name in datasets]
         checked = [cell for cell in family_cells if "far_log_prob" in cell]
@@ -194,11 +191,10 @@ def far_away_summary(cells, datasets, families):
         span = (
             f"{min(r[0] for r in ranges):.0f} … {max(r[1] for r in ranges):.0f}" if ranges else "—"
         )
-        lines.append(
-            f"| {family} | {totals['nan']} | {totals['neg_inf']} | {totals['pos_inf']} "
-            f"| {totals['finite']} | {span} |"
+        rows.append(
+            [family, *(totals[key] for key in ("nan", "neg_inf", "pos_inf", "finite")), span]
         )
-    return "\n".join(lines)
+    return markdown_table(["flow", "NaN", "−inf", "+inf", "finite", "finite range (nats)"], rows)
 
 
 def details(cells, datasets, families):

@@ -29,7 +29,7 @@ import sys
 import tempfile
 import time
 
-from machine import machine_info, write_report
+from common import machine_info, markdown_table, write_report
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TRUE_ENTROPY = {"moons": 0.290, "checkerboard": 3.466, "8gaussians": 2.840}  # nats
@@ -99,17 +99,24 @@ def run(dataset, args, workdir):
 
 
 def table(rows):
-    lines = [
-        "| dataset | test NLL | train NLL | true entropy | target | met | steps | weights | time |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
-    for r in rows:
-        lines.append(
-            f"| {r['dataset']} | {r['test_nll']:.4f} | {r['train_nll']:.4f} "
-            f"| {r['true_entropy']:.3f} | ≤ {r['target']} | {'yes' if r['met'] else 'no'} "
-            f"| {r['steps']} | {r['weights']:,} | {r['seconds']:.0f} s |"
-        )
-    return "\n".join(lines)
+    header = ["dataset", "test NLL", "train NLL", "true entropy", "target", "met", "steps"]
+    return markdown_table(
+        header + ["weights", "time"],
+        [
+            [
+                r["dataset"],
+                f"{r['test_nll']:.4f}",
+                f"{r['train_nll']:.4f}",
+                f"{r['true_entropy']:.3f}",
+                f"≤ {r['target']}",
+                "yes" if r["met"] else "no",
+                r["steps"],
+                f"{r['weights']:,}",
+                f"{r['seconds']:.0f} s",
+            ]
+            for r in rows
+        ],
+    )
 
 
 def main(argv=None):
