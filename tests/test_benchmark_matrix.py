@@ -48,10 +48,20 @@ def test_matrix_quick_subset(tmp_path):
         # Same seed, same networks: identical weights and the same function.
         assert cell["same_start"]["equivalent"]
         assert cell["medians"]["tfp_flows"]["weights"] == cell["medians"]["tfp_builtin"]["weights"]
+        # The hand-written TFP loop and tfp_flows at Keras' defaults trained the same flow.
+        loop = cell["loop"]
+        assert set(loop["medians"]) == {"tfp_loop", "tfp_flows_defaults"}
+        for median in loop["medians"].values():
+            assert median["weights"] == cell["medians"]["tfp_flows"]["weights"]
+            assert math.isfinite(median["test_nll"]) and median["train"] > 0
+        assert set(loop["ratios"]) == {"tfp_flows", "tfp_flows_defaults", "tfp_builtin"}
+        assert all(math.isfinite(r["train"]) and r["train"] > 0 for r in loop["ratios"].values())
     assert {check["what"] for check in report["targets"]} >= {
         "tfp_flows test NLL (nats)",
         "train samples/s, tfp_flows / TFP",
         "log_prob samples/s, tfp_flows / TFP",
+        "train samples/s, tfp_flows at Keras defaults / TFP @tf.function loop",
     }
     table = (tmp_path / "matrix.md").read_text()
     assert "| **ratio ours / TFP** |" in table and table in result.stdout
+    assert "### Against the loop a TFP user writes by hand" in table

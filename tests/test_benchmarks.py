@@ -36,18 +36,20 @@ def test_realnvp_benchmark_runs(tmp_path):
     assert set(report["medians"]) == {"tfp_flows", "tfp_builtin"}
     assert report["ratios"]["default"]["train"] > 0
     assert "| ratio tfp_flows / tfp_builtin |" in printed
+    # Same seed, same networks: identical weights and the same function.
+    assert report["same_start"]["same_initial_weights"] and report["same_start"]["equivalent"]
 
 
 def test_image_bits_per_dim_benchmark_runs(tmp_path):
     out = tmp_path / "image_bits_per_dim.json"
-    # One dense and one image flow: NSF alone spends ~1.5 min tracing its first step.
-    printed = _run(
-        "image_bits_per_dim.py", "--quick", "--flows", "realnvp", "glow", "--out", str(out)
-    )
+    # A dense flow, NSF-AR (the spline transformer in MADE steps) and an image flow,
+    # at --quick's small sizes: most of a smoke run is tracing.
+    flows = ["realnvp", "nsf_ar", "glow"]
+    printed = _run("image_bits_per_dim.py", "--quick", "--flows", *flows, "--out", str(out))
     report = json.loads(out.read_text())
     assert "cpu_count" in report["machine"]
     medians = report["digits"]["medians"]
-    assert set(medians) == {"realnvp", "glow"}
+    assert set(medians) == set(flows)
     for name, summary in medians.items():
         # Finite, and better than a uniform density on [0, 17) (log2 17 = 4.087).
         assert 0 < summary["final_bits_per_dim"] < 4.087, name
@@ -59,7 +61,7 @@ def test_image_bits_per_dim_benchmark_runs(tmp_path):
 
 def test_memory_benchmark_runs(tmp_path):
     out = tmp_path / "memory.json"
-    printed = _run("memory.py", "--epochs", "3", "--warmup", "1", "--out", str(out))
+    printed = _run("memory.py", "--quick", "--epochs", "3", "--warmup", "1", "--out", str(out))
     report = json.loads(out.read_text())
     assert [row["epoch"] for row in report["per_epoch"]] == [1, 2, 3]
     assert all(
