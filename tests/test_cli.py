@@ -2,6 +2,7 @@ import json
 import re
 import subprocess
 import sys
+import textwrap
 
 import keras
 import numpy as np
@@ -276,13 +277,15 @@ class _Interrupted(Exception):
 def _interrupt_after(epochs, monkeypatch):
     """Makes the CLI's training stop abruptly right after epoch `epochs`'s backup."""
 
-    class Interrupting(cli.AtomicBackupAndRestore):
+    from tfp_flows import callbacks
+
+    class Interrupting(callbacks.AtomicBackupAndRestore):
         def on_epoch_end(self, epoch, logs=None):
             super().on_epoch_end(epoch, logs)
             if epoch + 1 == epochs:
                 raise _Interrupted
 
-    monkeypatch.setattr(cli, "AtomicBackupAndRestore", Interrupting)
+    monkeypatch.setattr(callbacks, "AtomicBackupAndRestore", Interrupting)
 
 
 def test_a_resume_with_other_options_is_refused_by_name(tmp_path, monkeypatch, capsys):
@@ -345,7 +348,7 @@ def test_output_paths_are_checked_before_training(
     (tmp_path / "A_FILE").write_text("a file")
     arguments = [str(tmp_path / a) if a in ("EXPORTS", "A_FILE") else a for a in arguments]
     loaded = []
-    monkeypatch.setattr(cli.datasets, "load", lambda *a, **k: loaded.append(a))
+    monkeypatch.setattr(datasets, "load", lambda *a, **k: loaded.append(a))
     out = [] if "--out" in arguments else ["--out", str(tmp_path / "run")]
     assert cli.main(["train", *out, *arguments, *SMALL]) == 1
     assert re.search(message, capsys.readouterr().err)
@@ -379,4 +382,117 @@ def test_a_csv_with_missing_values_is_named(tmp_path, capsys):
     assert cli.main(["train", "--data", str(path), "--out", str(tmp_path / "run")]) == 1
     err = capsys.readouterr().err
     assert "gaps.csv has missing or non-finite values (NaN, Inf) in 1 of 3 rows" in err
+    assert not (tmp_path / "run").exists()
+
+
+# --- A quiet, instant command line ----------------------------------------------------
+
+
+def test_help_version_and_usage_errors_answer_without_importing_tensorflow():
+    # What a user's `tfp-flows ...` runs: arguments first, TensorFlow only for real work.
+    script = textwrap.dedent("""
+        import contextlib, io, sys
+        sys.argv = ["tfp-flows"]
+        from tfp_flows.cli import main
+        for argv in (["--version"], ["train", "--help"], ["train", "--flow", "nope"],
+                     ["train", "--flow", "planar", "--num-bins", "4"], ["export", "--help"]):
+            out, err = io.StringIO(), io.StringIO()
+            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+                try:
+                    main(argv)
+                except SystemExit as stop:
+                    code = stop.code
+            shown = (out.getvalue() + err.getvalue())[:1500].replace("\\n", " ")
+            print(repr(argv), code, "tensorflow" in sys.modules, shown)
+    """)
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = result.stdout.splitlines()
+    assert len(lines) == 5, result.stdout
+    for line in lines:
+        assert " False " in line, line  # TensorFlow was not imported
+    assert "tfp-flows 0.1.0" in lines[0] and " 0 " in lines[0]
+    assert " 0 " in lines[1] and "--transformer" in lines[1]
+    assert " 2 " in lines[2] and "invalid choice: 'nope'" in lines[2]
+    assert (
+        " 2 " in lines[3]
+        and "--num-bins applies to spline transformers; planar has none" in lines[3]
+    )
+
+
+def test_help_gives_each_default_once():
+    train = cli.build_parser()._subparsers._group_actions[0].choices["train"]
+    text = train.format_help()
+    assert "(default: None)" not in text and "(default: True)" not in text
+    for action in train._actions:
+        shown = train._get_formatter()._get_help_string(action) or ""
+        assert shown.count("default") <= 1, (action.option_strings, shown)
+    assert "(default: 64 64)" in " ".join(text.split())  # --hidden-units, a list
+    assert "own data file" in " ".join(cli.build_parser().format_help().split())
+
+
+def test_the_parsers_tables_match_the_library():
+    import inspect
+
+    from tfp_flows import flows
+    from tfp_flows.bijectors import transformers
+
+    assert sorted(cli.FLOW_LAYERS) == sorted(flows.FLOWS)
+    for name, factory in flows.FLOWS.items():
+        parameters = inspect.signature(factory).parameters
+        assert cli.FLOW_LAYERS[name] == parameters["num_layers"].default, name
+        assert (name in cli.NETWORK_FLOWS) == ("hidden_units" in parameters), name
+    assert cli.TRANSFORMERS == tuple(transformers.TRANSFORMERS)
+    expected = {}
+    for transformer in transformers.TRANSFORMERS:
+        for option, default in transformers.defaults(transformer).items():
+            names, _ = expected.get(option, ((), None))
+            expected[option] = ((*names, transformer), default)
+    assert cli.TRANSFORMER_OPTIONS == expected
+    assert cli.DATASETS == datasets.NAMES
+
+
+@pytest.mark.parametrize(
+    ("content", "arguments", "columns", "delimiter"),
+    [
+        ("x;y;z\n1;2;3\n4;5;6\n7;8;9\n", [], ("x", "y", "z"), "';'"),
+        ("a\tb\n1\t2\n3\t4\n5\t6\n", [], ("a", "b"), "'\\t'"),
+        ("1 2\n3 4\n5 6\n", [], None, "whitespace"),
+        ("1|2\n3|4\n5|6\n", ["--delimiter", "|"], None, "'|'"),
+        ("10,20\n1,2\n3,4\n", ["--header", "yes"], ("10", "20"), "','"),
+    ],
+)
+def test_data_files_with_headers_and_delimiters(tmp_path, content, arguments, columns, delimiter):
+    path = tmp_path / "table.txt"
+    path.write_text(content)
+    parsed = cli.build_parser().parse_args(["train", "--data", str(path), *arguments])
+    data = datasets.load_file(path, delimiter=parsed.delimiter, header=parsed.header)
+    assert data.columns == columns
+    assert delimiter in data.description
+    rows = [line for line in content.splitlines()[1 if columns else 0 :]]
+    assert len(data.train) + len(data.test) == len(rows)
+    first = [
+        float(v) for v in rows[0].replace(";", " ").replace("|", " ").replace(",", " ").split()
+    ]
+    assert any(np.allclose(row, first) for row in np.concatenate([data.train, data.test]))
+
+
+@pytest.mark.parametrize(
+    ("content", "arguments", "message"),
+    [
+        ("x,y\n1,2\n3,4\n", ["--header", "no"], "line 1, column 1 is 'x', not a number"),
+        ("1,2\n3,\n5,6\n", [], "line 2, column 2 is an empty field \\(a missing value\\)"),
+        ("1,2\n3,4,5\n", [], "line 2: 3 fields where the rows before have 2"),
+        ("a,b,c\n1,2\n3,4\n", [], "the header names 3 columns but the rows have 2"),
+    ],
+)
+def test_unreadable_tables_are_named_with_a_hint(tmp_path, capsys, content, arguments, message):
+    path = tmp_path / "bad.csv"
+    path.write_text(content)
+    argv = ["train", "--data", str(path), "--out", str(tmp_path / "run"), *arguments]
+    assert cli.main(argv) == 1
+    err = capsys.readouterr().err
+    assert re.search(message, err), err
     assert not (tmp_path / "run").exists()

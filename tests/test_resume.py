@@ -49,8 +49,13 @@ def test_killed_training_resumes_from_the_last_epoch(tmp_path):
     done = _epochs_logged(out / "history.csv")
     assert 5 <= len(done) < 40 and (out / "backup").is_dir()
 
-    second = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    # As a user runs it: no TF_CPP_MIN_LOG_LEVEL of their own, so TensorFlow stays quiet.
+    quiet = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    second = subprocess.run(command, capture_output=True, text=True, timeout=300, env=quiet)
     assert second.returncode == 0, second.stderr[-3000:]
+    assert "resuming the interrupted run in" in second.stdout
+    for noise in ("I0000", "E0000", "W0000", "cuInit", "oneDNN", "absl::InitializeLog"):
+        assert noise not in second.stderr, second.stderr[-3000:]
     # Keras prints "Epoch k/40" for each epoch it runs: the resumed run starts
     # right after the last backed-up one, not at 1.
     first_epoch = int(second.stdout.split("Epoch ", 1)[1].split("/", 1)[0])

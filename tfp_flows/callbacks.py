@@ -1,5 +1,6 @@
 """Keras callbacks for training flows."""
 
+import csv
 import json
 import math
 import os
@@ -96,3 +97,75 @@ class RestoreOnNaN(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if self.stopped_at is None and math.isfinite(float((logs or {}).get("loss", 0.0))):
             self._snapshot(epoch)
+
+
+class TestSetNLL(keras.callbacks.Callback):
+    """Adds the test set's mean NLL to each epoch's logs as `test_loss` (and `test_bits_per_dim`).
+
+    Keras names whatever `validation_data` holds "val_", which is wrong when
+    that is the test set, measured but never used to choose anything. Put
+    this callback before `CSVLogger` (and any other logger) in the list: they
+    then record the test NLL under its own name, and so does the progress bar.
+
+    Arguments:
+        x: the test data, [N, *event_shape].
+        context: its contexts, for a conditional flow.
+    """
+
+    __test__ = False  # not a pytest test class, despite its name
+
+    def __init__(self, x, context=None):
+        super().__init__()
+        self.x, self.context = x, context
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is None:
+            return
+        log_prob = self.model.log_prob(self.x, context=self.context).numpy().astype("float64")
+        nll = float(-log_prob.mean())
+        logs["test_loss"] = nll
+        logs["test_bits_per_dim"] = nll / (self.model.event_size * math.log(2.0))
+
+
+class HistoryCSV(keras.callbacks.Callback):
+    """Writes each epoch's logs as a row of a CSV file, flushed as it is written.
+
+    Like Keras' `CSVLogger`, but with exactly the columns the logs have (Keras'
+    logger adds empty "val_" columns when there is no validation data, and so
+    would name a test-set column "val_test_loss"). With `append`, rows go after
+    those of an earlier run, under its header.
+
+    Arguments:
+        path: the CSV file.
+        append: add to an existing file instead of starting it afresh.
+    """
+
+    def __init__(self, path, append=False):
+        super().__init__()
+        self.path, self.append = path, append
+        self._fields = None
+
+    def on_train_begin(self, logs=None):
+        self._fields = None
+        if self.append and os.path.isfile(self.path):
+            with open(self.path, newline="") as f:
+                self._fields = next(csv.reader(f), None)
+        else:
+            open(self.path, "w").close()
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = dict(logs or {})
+        with open(self.path, "a", newline="") as f:
+            writer = csv.writer(f)
+            if not self._fields:
+                self._fields = ["epoch", *sorted(logs)]
+                writer.writerow(self._fields)
+            writer.writerow(
+                [epoch if field == "epoch" else _number(logs.get(field)) for field in self._fields]
+            )
+
+
+def _number(value):
+    if value is None:
+        return ""
+    return repr(float(value))

@@ -1,9 +1,13 @@
-"""`tfp-flows`: train a flow on a built-in dataset and write plots, metrics and the model."""
+"""`tfp-flows`: train a flow on a built-in dataset or your own data; export and inspect it.
+
+The arguments are parsed before TensorFlow is imported, so `--help`,
+`--version` and usage errors answer at once. TensorFlow's own logs are off
+(TF_CPP_MIN_LOG_LEVEL=3) unless the user set TF_CPP_MIN_LOG_LEVEL.
+"""
 
 import argparse
 import csv
 import hashlib
-import inspect
 import io
 import json
 import math
@@ -12,36 +16,27 @@ import shutil
 import sys
 import time
 
-import keras
-import numpy as np
-
-from tfp_flows import datasets, flows, plotting
-from tfp_flows.bijectors import transformers
-from tfp_flows.callbacks import AtomicBackupAndRestore, RestoreOnNaN
-from tfp_flows.export import MAX_SAMPLES, describe, export_saved_model
-from tfp_flows.export import check_destination as check_export_destination
-from tfp_flows.training import cosine_adam, steps_per_call
-from tfp_flows.validation import check_creatable
+from tfp_flows import __version__
+from tfp_flows.checks import MAX_SAMPLES, check_creatable, check_export_destination
+from tfp_flows.datasets import NAMES as DATASETS
 
 JIT_COMPILE = {"auto": "auto", "on": True, "off": False}
 
-
-def _default(family, argument):
-    return inspect.signature(flows.FLOWS[family]).parameters[argument].default
-
-
-def _takes(family, argument):
-    return argument in inspect.signature(flows.FLOWS[family]).parameters
-
-
+# What the parser needs to know of the library without importing TensorFlow; kept equal to
+# the factories' signatures and the transformers' options by tests/test_cli.py.
+FLOW_LAYERS = {"maf": 5, "nsf": 8, "planar": 16, "radial": 16, "realnvp": 8}  # default steps
+NETWORK_FLOWS = ("maf", "nsf", "realnvp")  # the flows with --hidden-units
 # The flows whose steps take a transformer, and the one they use by default.
 FLOW_TRANSFORMERS = {"realnvp": "affine", "maf": "affine", "nsf": "spline"}
+TRANSFORMERS = ("affine", "spline")
 # {option: (transformers that take it, its default)}, over every registered transformer.
-TRANSFORMER_OPTIONS = {}
-for _name in transformers.TRANSFORMERS:
-    for _option, _default_value in transformers.defaults(_name).items():
-        _names, _ = TRANSFORMER_OPTIONS.get(_option, ((), None))
-        TRANSFORMER_OPTIONS[_option] = ((*_names, _name), _default_value)
+TRANSFORMER_OPTIONS = {
+    "log_scale_clamp": (("affine",), 3.0),
+    "num_bins": (("spline",), 8),
+    "bound": (("spline",), 3.0),
+    "min_bin_size": (("spline",), 1e-3),
+    "min_slope": (("spline",), 1e-3),
+}
 
 
 def _transformer_of(args):
@@ -80,6 +75,20 @@ def _transformer_options(args):
     }
 
 
+class _HelpFormatter(argparse.HelpFormatter):
+    """Adds "(default: X)" to an option's help once: not for flags, None or what the help says."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        shown = action.default not in (None, False, True, argparse.SUPPRESS)
+        if shown and "default" not in text and action.option_strings:
+            default = action.default
+            if isinstance(default, (list, tuple)):
+                default = " ".join(map(str, default))
+            text += f" (default: {default})"
+        return text
+
+
 def _number(kind, accept, requirement):
     """An argparse type: text -> kind(text), a usage error naming `requirement` otherwise."""
 
@@ -103,36 +112,52 @@ _seed = _number(int, lambda v: 0 <= v < 2**32, "an integer in [0, 2**32)")
 
 def build_parser():
     parser = argparse.ArgumentParser(
-        prog="tfp-flows", description="Normalizing flows as TFP bijectors, trained with Keras."
+        prog="tfp-flows",
+        description="Normalizing flows as TFP bijectors, trained with Keras. TensorFlow's own "
+        "logs are off unless you set TF_CPP_MIN_LOG_LEVEL (0 shows them all, e.g. to see why "
+        "a GPU is not used).",
     )
+    parser.add_argument("--version", action="version", version=f"tfp-flows {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     train = commands.add_parser(
         "train",
-        help="train a flow on a built-in dataset",
+        help="train a flow on a built-in dataset or your own data file",
         description="Train a flow by maximum likelihood with Keras' fit. Writes OUT/model.keras, "
-        "OUT/metrics.json, OUT/history.csv and OUT/plots/*.png.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        "OUT/metrics.json, OUT/history.csv, OUT/plots/*.png and OUT/run.json.",
+        formatter_class=_HelpFormatter,
     )
     train.add_argument(
         "--dataset",
         default="moons",
-        choices=datasets.NAMES,
+        choices=DATASETS,
         help="built-in dataset (2D toys, or 'digits': sklearn 8x8, dequantised)",
     )
     train.add_argument(
         "--data",
         metavar="FILE",
         default=None,
-        help="train on your own data instead: a .npy array or a comma-separated text file "
-        "[N, D]; a random 10%% is held out as the test set",
+        help="train on your own data instead: a .npy array or a text table [N, D] (a header "
+        "row and the delimiter , ; tab or space are detected); a random 10%% is held out as "
+        "the test set",
     )
-    train.add_argument("--flow", default="realnvp", choices=sorted(flows.FLOWS), help="flow family")
+    train.add_argument(
+        "--delimiter",
+        default=None,
+        help="the --data file's column separator, if detection picks the wrong one (e.g. ';')",
+    )
+    train.add_argument(
+        "--header",
+        choices=("auto", "yes", "no"),
+        default="auto",
+        help="whether the --data file's first row names the columns",
+    )
+    train.add_argument("--flow", default="realnvp", choices=sorted(FLOW_LAYERS), help="flow family")
     train.add_argument(
         "--num-layers",
         type=_positive,
         default=None,
         help="flow steps (default: "
-        + ", ".join(f"{_default(f, 'num_layers')} for {f}" for f in sorted(flows.FLOWS))
+        + ", ".join(f"{steps} for {flow}" for flow, steps in FLOW_LAYERS.items())
         + ")",
     )
     train.add_argument(
@@ -141,13 +166,13 @@ def build_parser():
         nargs="+",
         default=[64, 64],
         help="widths of the hidden layers of each step's network ("
-        + ", ".join(f for f in sorted(flows.FLOWS) if _takes(f, "hidden_units"))
+        + ", ".join(NETWORK_FLOWS)
         + ")",
     )
     train.add_argument(
         "--transformer",
         default=None,
-        choices=sorted(transformers.TRANSFORMERS),
+        choices=TRANSFORMERS,
         help="the elementwise map of the coupling or autoregressive steps (realnvp: affine; "
         "maf: affine, or spline for NSF-AR; nsf is realnvp with spline)",
     )
@@ -171,7 +196,7 @@ def build_parser():
         "--clipnorm",
         type=_positive_float,
         default=None,
-        help="clip each gradient to this norm (off by default)",
+        help="clip each gradient to this norm (default: off)",
     )
     train.add_argument(
         "--num-train",
@@ -186,7 +211,8 @@ def build_parser():
         "--no-standardize",
         dest="standardize",
         action="store_false",
-        help="don't add the fixed last step that standardises the data",
+        help="don't add the fixed last step that standardises the data (standardising is the "
+        "default)",
     )
     train.add_argument("--seed", type=_seed, default=0, help="seed for data, weights and batches")
     train.add_argument(
@@ -241,7 +267,7 @@ def build_parser():
         "export",
         help="export a trained run as a TF Serving SavedModel",
         description="Export RUN_DIR/model.keras to BASE_PATH/NAME/VERSION (TF Serving's layout).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_HelpFormatter,
     )
     export.add_argument("run_dir", help="a folder written by `tfp-flows train`")
     export.add_argument("--name", required=True, help="model name (a folder under BASE_PATH)")
@@ -516,13 +542,31 @@ def train(args):
     out = args.out or os.path.join("runs", _data_name(args))
     run = RunFolder(out)
     run.check_writable()
+    if args.data and not os.path.isfile(args.data):
+        raise FileNotFoundError(f"no data file at {args.data}.")
+    import keras
+    import numpy as np
+
+    from tfp_flows import datasets, flows, plotting
+    from tfp_flows.callbacks import (
+        AtomicBackupAndRestore,
+        HistoryCSV,
+        RestoreOnNaN,
+        TestSetNLL,
+    )
+    from tfp_flows.export import export_saved_model
+    from tfp_flows.training import cosine_adam, steps_per_call
+
     if args.data:
-        data = datasets.load_file(args.data, seed=args.seed)
+        data = datasets.load_file(
+            args.data, seed=args.seed, delimiter=args.delimiter, header=args.header
+        )
+        print(data.description)
     else:
         data = datasets.load(args.dataset, args.num_train, args.num_test, seed=args.seed)
     keras.utils.set_random_seed(args.seed)
     options = {"num_layers": args.num_layers} if args.num_layers else {}
-    if _takes(args.flow, "hidden_units"):
+    if args.flow in NETWORK_FLOWS:
         options["hidden_units"] = args.hidden_units
     if args.transformer:
         options["transformer"] = args.transformer
@@ -551,8 +595,9 @@ def train(args):
     nan_guard = RestoreOnNaN()
     callbacks = [
         nan_guard,
+        *([] if args.patience else [TestSetNLL(data.test)]),  # before the logger: it records it
         # A resumed run appends to the history it already has (cut to its backup's epoch).
-        keras.callbacks.CSVLogger(history_path, append=resume_epoch is not None),
+        HistoryCSV(history_path, append=resume_epoch is not None),
         AtomicBackupAndRestore(run.file("backup")),
     ]
     if args.patience:
@@ -560,12 +605,13 @@ def train(args):
             keras.callbacks.EarlyStopping(patience=args.patience, restore_best_weights=True)
         )
     started = time.perf_counter()
+    # The test set is measured every epoch (TestSetNLL) but never chosen on: early
+    # stopping validates on the last 10% of the training set.
     model.fit(
         data.train,
         batch_size=args.batch_size,
         epochs=args.epochs,
         validation_split=0.1 if args.patience else 0.0,
-        validation_data=None if args.patience else data.test,
         callbacks=callbacks,
         verbose=args.verbose,
     )
@@ -590,7 +636,7 @@ def train(args):
         "test_nll": test_nll,
         "test_nll_median": float(-np.median(test_log_prob)),
         "test_bits_per_dim": test_nll / (model.event_size * math.log(2.0)),
-        "validation": "last 10% of the training set" if args.patience else "the test set",
+        "validation": "last 10% of the training set" if args.patience else None,
         "stopped_on_nan": nan_guard.stopped_at is not None,
         "resumed_after_epoch": resume_epoch,
         "num_weights": int(model.count_params()),
@@ -626,7 +672,11 @@ def _read_history(path):
     """The CSVLogger's file as Keras' History.history: {metric: [per-epoch values]}."""
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
-    return {key: [float(row[key]) for row in rows] for key in rows[0] if key != "epoch"}
+    return {
+        key: [float(row[key]) if row[key] else math.nan for row in rows]
+        for key in rows[0]
+        if key != "epoch"
+    }
 
 
 def load_run(run_dir):
@@ -634,6 +684,11 @@ def load_run(run_dir):
     path = os.path.join(run_dir, "model.keras")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no trained model at {path} (run `tfp-flows train` first).")
+    import keras
+
+    import tfp_flows
+
+    tfp_flows.load()  # registers the library's classes with Keras
     try:
         return keras.models.load_model(path)
     except Exception as error:  # noqa: BLE001 - Keras raises many types for a bad file
@@ -641,6 +696,8 @@ def load_run(run_dir):
 
 
 def export(args):
+    from tfp_flows.export import export_saved_model
+
     check_export_destination(args.base_path, args.name, args.version)
     model = load_run(args.run_dir)
     path = export_saved_model(model, args.base_path, args.name, args.version, args.max_samples)
@@ -649,6 +706,8 @@ def export(args):
 
 
 def inspect_export(args):
+    from tfp_flows.export import describe
+
     for version, signatures in describe(args.model_dir).items():
         print(f"version {version}: {os.path.join(args.model_dir, str(version))}")
         for name, tensors in signatures.items():
@@ -665,6 +724,11 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.command == "train":
         _check_transformer_arguments(parser, args)
+    # Only now, with arguments that make sense, is TensorFlow imported (quietly by default).
+    from tfp_flows._tensorflow import import_tensorflow, quiet_by_default
+
+    quiet_by_default()
+    import_tensorflow()
     command = {"train": train, "export": export, "inspect": inspect_export}[args.command]
     try:
         return command(args)

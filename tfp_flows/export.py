@@ -42,17 +42,15 @@ import keras
 import tensorflow as tf
 
 from tfp_flows import validation
+from tfp_flows.checks import MAX_SAMPLES
+from tfp_flows.checks import check_export_destination as check_destination
 
 SIGNATURES = ("serving_default", "log_prob", "bits_per_dim", "sample", "forward", "inverse")
 
-# The default most samples one `sample` request may ask for: one request must not
-# be able to exhaust a server's memory (n · D values are returned).
-MAX_SAMPLES = 65536
 
 _STAGING_PREFIX = ".tmp-"
 _STAGING_OWNER = "tfp_flows_export.json"
 _VERSION = re.compile(r"[0-9]+", re.ASCII)
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*", re.ASCII)
 
 
 def signature_functions(model, max_samples=MAX_SAMPLES):
@@ -116,29 +114,6 @@ def signature_functions(model, max_samples=MAX_SAMPLES):
         "forward": (forward, [tf.TensorSpec(events, dtype, name="z"), *context_spec]),
         "inverse": (inverse, x_spec),
     }
-
-
-def check_destination(base_path, name, version=None):
-    """Raises before any work when `base_path/name[/version]` cannot take an export.
-
-    For the CLI, which checks `--export` and `--name` before training. Nothing
-    is created.
-    """
-    if not _NAME.fullmatch(str(name)):
-        raise ValueError(
-            f"model name must be a plain folder name (letters, digits, '.', '_', '-'), "
-            f"got {name!r}."
-        )
-    if version is not None:
-        validation.check_integer(version, "version", maximum=2**63 - 1)
-    model_dir = os.path.join(os.fspath(base_path), str(name))
-    validation.check_creatable(model_dir, "the export folder")
-    if version is not None and os.path.exists(os.path.join(model_dir, str(version))):
-        raise FileExistsError(
-            f"{os.path.join(model_dir, str(version))} already exists: versions are never "
-            "overwritten; pass another version or leave it out to take the next free one."
-        )
-    return model_dir
 
 
 def export_saved_model(model, base_path, name, version=None, max_samples=MAX_SAMPLES):

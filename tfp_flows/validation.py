@@ -30,7 +30,7 @@ import warnings
 import numpy as np
 import tensorflow as tf
 
-INT32_MAX = 2**31 - 1
+from tfp_flows.checks import INT32_MAX, check_creatable, check_integer  # noqa: F401
 
 # In-graph checks raise InvalidArgumentError with this prefix; `FlowModel.fit`
 # turns it back into a ValueError naming the problem.
@@ -364,24 +364,6 @@ def bad_batch_message(error):
 # --- Integers ---------------------------------------------------------------
 
 
-def check_integer(value, name, minimum=1, maximum=INT32_MAX):
-    """`value` as a Python int in [minimum, maximum], or a ValueError naming it."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (numbers.Integral,)):
-        if isinstance(value, (float, np.floating)) and float(value).is_integer():
-            value = int(value)
-        else:
-            kind = {1: "a positive integer", 0: "a non-negative integer"}.get(minimum, "an integer")
-            raise ValueError(f"{name} must be {kind}, got {value!r}.")
-    value = int(value)
-    if value < minimum or (maximum is not None and value > maximum):
-        kind = {1: "a positive integer", 0: "a non-negative integer"}.get(
-            minimum, f"an integer of at least {minimum}"
-        )
-        limit = "" if maximum is None else f" no larger than {maximum}"
-        raise ValueError(f"{name} must be {kind}{limit}, got {value}.")
-    return value
-
-
 def check_sample_count(n, maximum=INT32_MAX):
     """Returns n as an int32 scalar tensor after checking it is an integer in [1, maximum]."""
     if tf.is_tensor(n):
@@ -449,26 +431,6 @@ def check_seed(seed):
 def _as_int32(word):
     """A 32-bit word as the int32 with the same bits."""
     return word - 2**32 if word >= 2**31 else word
-
-
-def check_creatable(path, what):
-    """Raises before anything is written when `path` cannot be created (or written) as a folder.
-
-    Finds the nearest existing ancestor: it must be a writable folder. `what`
-    names the folder in the messages ("the export folder", ...). Creates nothing.
-    """
-    import os
-
-    existing = os.fspath(path)
-    while not os.path.exists(existing):
-        parent = os.path.dirname(existing) or "."
-        if parent == existing:
-            break
-        existing = parent
-    if not os.path.isdir(existing):
-        raise OSError(f"cannot create {what} {path}: {existing} is not a folder.")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise PermissionError(f"cannot create {what} {path}: {existing} is read-only.")
 
 
 def check_context_size(context_size):
