@@ -48,6 +48,10 @@ class RestoreOnNaN(keras.callbacks.Callback):
     whose weights the model now has (-1: the initial weights).
     """
 
+    # It looks at the epoch's running loss, which is NaN from the bad step on: several
+    # steps per compiled call only move where it notices.
+    works_with_steps_per_execution = True
+
     def __init__(self, verbose=True):
         super().__init__()
         self.verbose = verbose

@@ -221,7 +221,7 @@ def build_parser():
         default=None,
         help="training steps per compiled call (Keras' steps_per_execution); small flows "
         "are bound by per-step overhead, so several steps per call train faster "
-        "(default: the largest divisor of an epoch's steps up to 10)",
+        "(default: the largest divisor of an epoch's steps up to 20)",
     )
     train.add_argument(
         "--jit-compile",
@@ -555,7 +555,7 @@ def train(args):
         TestSetNLL,
     )
     from tfp_flows.export import export_saved_model
-    from tfp_flows.training import cosine_adam, steps_per_call
+    from tfp_flows.training import cosine_adam
 
     if args.data:
         data = datasets.load_file(
@@ -581,8 +581,7 @@ def train(args):
             args.learning_rate, args.epochs, train_size, args.batch_size, clipnorm=args.clipnorm
         ),
         jit_compile=JIT_COMPILE[args.jit_compile],
-        steps_per_execution=args.steps_per_execution
-        or steps_per_call(math.ceil(train_size / args.batch_size)),
+        steps_per_execution=args.steps_per_execution or "auto",
     )
 
     resume_epoch = run.open(_run_config(args), overwrite=args.overwrite)

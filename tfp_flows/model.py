@@ -490,11 +490,28 @@ class FlowModel(keras.Model):
     def test_step(self, data):
         return self._update_metrics(*self._negative_log_likelihood(data))
 
-    def compile(self, optimizer="adam", **kwargs):
+    def compile(self, optimizer="adam", steps_per_execution="auto", **kwargs):
+        """`keras.Model.compile` with an optimizer (no loss: the loss is the NLL).
+
+        `steps_per_execution="auto"` (the default; Keras' own default is 1) lets
+        `fit` run several training steps per compiled call: small flows are
+        bound by Keras' per-call overhead, not by their arithmetic. `fit` picks
+        the largest divisor of the epoch's steps up to `AUTOMATIC_STEPS` (so the
+        progress bar and callbacks stay on epoch boundaries), and one step per
+        call when the epoch's length is unknown (a generator, a dataset of
+        unknown size) or when a callback's batch hooks must see every step
+        (any callback but Keras' and tfp_flows' epoch-level ones). Pass an int
+        to choose yourself, 1 for Keras' behaviour.
+        """
         if kwargs.get("loss") is not None:
             raise ValueError(
                 "FlowModel trains by maximum likelihood and takes no `loss`; "
                 "compile it with an optimizer only."
+            )
+        self._automatic_steps = steps_per_execution == "auto"
+        if not self._automatic_steps:
+            kwargs["steps_per_execution"] = validation.check_integer(
+                steps_per_execution, "steps_per_execution"
             )
         if self._given_dtype_policy.compute_dtype == "float16":
             # Keras' own rule for "mixed_float16" models, which this model's float32
@@ -503,6 +520,25 @@ class FlowModel(keras.Model):
             if not isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
                 optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
         super().compile(optimizer=optimizer, **kwargs)
+
+    def get_compile_config(self):
+        config = super().get_compile_config()
+        if config is not None and getattr(self, "_automatic_steps", False):
+            config["steps_per_execution"] = "auto"
+        return config
+
+    def _choose_steps_per_execution(self, arguments):
+        """Sets the automatic steps per compiled call for this `fit` (see `compile`)."""
+        if not getattr(self, "_automatic_steps", False):
+            return
+        steps = validation.steps_per_epoch(arguments)
+        callbacks = arguments.get("callbacks") or []
+        every_step = any(not _epoch_level(callback) for callback in callbacks)
+        chosen = 1 if steps is None or every_step else steps_per_call(steps, AUTOMATIC_STEPS)
+        if chosen != self.steps_per_execution:
+            self.steps_per_execution = chosen
+            # Keras traces the loop over steps with the count in it: trace anew.
+            self.train_function = self.test_function = self.predict_function = None
 
     def compile_from_config(self, config):
         # Keras skips compiling a loaded model whose class overrides `compile`;
@@ -522,6 +558,7 @@ class FlowModel(keras.Model):
         context (or pass x as an (x, context) pair).
         """
         arguments = self._data.call_arguments("fit", self, args, kwargs)
+        self._choose_steps_per_execution(arguments)
         if self.needs_data_initialization:
             batch = self._data.first_batch(
                 arguments["x"], arguments["y"], arguments.get("batch_size")
@@ -570,6 +607,43 @@ class FlowModel(keras.Model):
         ]
         config["event_shape"] = tuple(config["event_shape"])
         return cls(**config)
+
+
+# The most training steps per compiled call that compile(steps_per_execution="auto") picks.
+AUTOMATIC_STEPS = 20
+
+
+def steps_per_call(steps_per_epoch, most=10):
+    """Training steps per compiled call: the largest divisor of the epoch up to `most`.
+
+    Several steps per call save Keras' per-step overhead on small flows; a
+    divisor of the epoch keeps Keras' progress bar and callbacks on epoch
+    boundaries (12 steps at 10 per call would show "20/12").
+    """
+    return max(d for d in range(1, most + 1) if steps_per_epoch % d == 0)
+
+
+_BATCH_HOOKS = ("on_train_batch_begin", "on_train_batch_end", "on_batch_begin", "on_batch_end")
+
+
+def _epoch_level(callback):
+    """True for a callback that works as well with several steps per compiled call.
+
+    Keras calls batch hooks once per compiled call. Callbacks whose batch hooks
+    do nothing, or only look at an epoch's running figures (a NaN loss), or that
+    declare `works_with_steps_per_execution`, are unaffected by it.
+    """
+    if getattr(callback, "works_with_steps_per_execution", False):
+        return True
+    callbacks = keras.callbacks
+    if isinstance(callback, (callbacks.BackupAndRestore, callbacks.ModelCheckpoint)):
+        return callback.save_freq == "epoch"
+    if isinstance(callback, callbacks.TensorBoard):
+        return callback.update_freq == "epoch"
+    if isinstance(callback, (callbacks.TerminateOnNaN, callbacks.History, callbacks.ProgbarLogger)):
+        return True
+    base = keras.callbacks.Callback
+    return all(getattr(type(callback), hook) is getattr(base, hook) for hook in _BATCH_HOOKS)
 
 
 def gradient_step(optimizer, variables, loss_terms, losses=()):

@@ -5,6 +5,7 @@ import math
 import keras
 
 from tfp_flows import datasets
+from tfp_flows.model import steps_per_call  # noqa: F401 - part of the recipes
 
 
 def cosine_adam(learning_rate, epochs, num_examples, batch_size, clipnorm=None):
@@ -38,23 +39,10 @@ def fit_dequantized(
     (`datasets.dequantizing_pipeline`); `extras` (e.g. one-hot contexts)
     travel with the counts. Returns the `History`.
     """
-    steps_per_epoch = math.ceil(len(counts) / batch_size)
-    model.compile(
-        cosine_adam(learning_rate, epochs, len(counts), batch_size, clipnorm),
-        steps_per_execution=steps_per_call(steps_per_epoch),
-    )
+    # Steps per compiled call: automatic (the pipeline's length is known).
+    model.compile(cosine_adam(learning_rate, epochs, len(counts), batch_size, clipnorm))
     pipeline = datasets.dequantizing_pipeline(
         counts, *extras, batch_size=batch_size, seed=seed, dtype=model.dtype
     )
     # The pipeline shuffles; Keras cannot shuffle a dataset.
     return model.fit(pipeline, epochs=epochs, shuffle=False, verbose=verbose, callbacks=callbacks)
-
-
-def steps_per_call(steps_per_epoch, most=10):
-    """Training steps per compiled call: the largest divisor of the epoch up to `most`.
-
-    Several steps per call save Keras' per-step overhead on small flows; a
-    divisor of the epoch keeps Keras' progress bar and callbacks on epoch
-    boundaries (12 steps at 10 per call would show "20/12").
-    """
-    return max(d for d in range(1, most + 1) if steps_per_epoch % d == 0)

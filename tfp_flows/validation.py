@@ -644,6 +644,25 @@ class DataAdapter:
         return x, context, sample_weight
 
 
+def steps_per_epoch(arguments):
+    """The training steps of one epoch of a `fit` call's arguments, or None when unknown."""
+    import math
+
+    if arguments.get("steps_per_epoch"):
+        return int(arguments["steps_per_epoch"])
+    x = arguments.get("x")
+    if isinstance(x, tf.data.Dataset):
+        cardinality = int(x.cardinality())
+        return cardinality if cardinality > 0 else None
+    if not is_array(x):
+        return None
+    num_examples = len(x)
+    split = arguments.get("validation_split") or 0.0
+    if split:
+        num_examples = int(math.ceil(num_examples * (1.0 - split)))  # as Keras splits
+    return max(1, math.ceil(num_examples / (arguments.get("batch_size") or 32)))
+
+
 def _is_placeholder(y):
     """True for the empty target [N, 0] that carries an unconditional flow's sample weights."""
     return tf.is_tensor(y) and y.shape.rank is not None and y.shape.rank >= 1 and y.shape[-1] == 0
@@ -661,6 +680,8 @@ class batch_checks:  # noqa: N801 - used as a context manager, like contextlib's
         import keras
 
         class Progress(keras.callbacks.Callback):
+            works_with_steps_per_execution = True  # it counts calls: enough to name a batch
+
             def __init__(self):
                 super().__init__()
                 self.epochs, self.batches, self.epoch, self.batch = 0, 0, 0, -1
