@@ -48,17 +48,25 @@ def corrupted_cases(counts, rng, max_count):
     }
 
 
-def plot_score_histograms(normal, cases, path):
-    fig, axes = plotting.new_figure(1, len(cases), (3.6 * len(cases), 3.2))
-    bins = np.linspace(
-        min(normal.min(), *(s.min() for s in cases.values())),
-        np.percentile(np.concatenate([normal, *cases.values()]), 99.5),
-        40,
-    )
+def plot_score_histograms(normal, cases, aurocs, path, bins=30):
+    """Per case, the normal and anomalous scores on common bins, titled with the AUROC.
+
+    Each panel's bins span both sets (up to their 99.5th percentile, so a few
+    extreme scores do not squeeze the rest; the count beyond is given).
+    """
+    fig, axes = plotting.new_figure(1, len(cases), (4.0 * len(cases), 3.6))
     for ax, (case, scores) in zip(axes, cases.items()):
-        ax.hist(normal, bins, alpha=0.6, density=True, label="normal (test)")
-        ax.hist(scores, bins, alpha=0.6, density=True, label=case.replace("_", " "))
+        both = np.concatenate([normal, scores])
+        edges = np.linspace(both.min(), np.percentile(both, 99.5), bins + 1)
+        beyond = int((both > edges[-1]).sum())
+        ax.hist(normal, edges, alpha=0.6, density=True, label=f"normal test (n={len(normal)})")
+        ax.hist(scores, edges, alpha=0.6, density=True, label=f"anomalous (n={len(scores)})")
+        name = case.replace("excluded_class", "unseen class").replace("_", " ")
+        ax.set_title(f"{name}: AUROC {aurocs[case]:.3f}")
         ax.set_xlabel("bits/dim (anomaly score)")
+        if beyond:
+            ax.set_xlabel(f"bits/dim (anomaly score); {beyond} scores beyond the axis")
+        ax.set_ylabel("density (per bits/dim)")
         ax.legend(fontsize="small")
     return plotting.save_figure(fig, path)
 
@@ -132,7 +140,12 @@ def main(argv=None):
         (0.0, data.value_range),
         columns=8,
     )
-    plot_score_histograms(normal_scores, case_scores, os.path.join(args.out, "scores.png"))
+    plot_score_histograms(
+        normal_scores,
+        case_scores,
+        {case: results[f"{case}_auroc"] for case in case_scores},
+        os.path.join(args.out, "scores.png"),
+    )
     report(
         f"anomaly detection on digits, class {args.excluded_class} held out of training",
         results,

@@ -82,9 +82,10 @@ def main(argv=None):
         [model.sample(8, seed=[args.seed, k], context=one_hot[k]).numpy() for k in range(10)]
     )
     plotting.plot_image_grid(
-        {"flow samples, one row per class 0-9": samples},
+        {"flow samples given the class (row)": samples},
         os.path.join(args.out, "class_samples.png"),
         value_range=(0.0, 17.0),
+        row_labels=[f"class {k}" for k in range(NUM_CLASSES)],
     )
     print("confusion matrix of the flow (rows: true class):")
     print(confusion_matrix(labels, flow_posterior.argmax(1)))

@@ -149,7 +149,12 @@ def main(argv=None):
         low_high,
         columns=8,
     )
-    plotting.plot_training_curves(history, os.path.join(args.out, "training.png"))
+    plotting.plot_training_curves(
+        history,
+        os.path.join(args.out, "training.png"),
+        references={"uniform density": model.event_size * math.log(data.value_range)},
+        event_size=model.event_size,
+    )
     model.save(os.path.join(args.out, "model.keras"))
     report(
         f"{args.flow} on {args.dataset} ({len(test)} test images)",

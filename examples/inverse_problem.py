@@ -144,8 +144,9 @@ def plot_posteriors(results, path):
     fig, axes = plotting.new_figure(1, len(results), (6.5 * len(results), 4.4))
     positions = np.arange(SIZE)
     for ax, (title, x, y, mean, covariance, samples, flow_mean, flow_cov) in zip(axes, results):
-        for sample in samples[:20]:
-            ax.plot(positions, sample, color="tab:orange", alpha=0.15, linewidth=0.8)
+        for k, sample in enumerate(samples[:20]):
+            label = "20 flow posterior samples" if k == 0 else None
+            ax.plot(positions, sample, color="tab:orange", alpha=0.2, linewidth=0.8, label=label)
         std = np.sqrt(np.clip(np.diag(covariance), 0, None))
         ax.fill_between(
             positions,
@@ -169,8 +170,10 @@ def plot_posteriors(results, path):
         ax.plot(positions, x, "k--", label="true signal")
         ax.plot(positions[::2], y, "s", color="tab:green", label="measurement y (at its centre)")
         ax.set_title(title)
-        ax.set_xlabel("position")
-        ax.legend(fontsize=7, loc="lower left")
+        ax.set_xlabel("position i of the signal")
+        ax.set_ylabel("signal value x_i")
+        ax.set_xticks(positions)
+        ax.legend(fontsize=8, loc="best")
     return plotting.save_figure(fig, path)
 
 

@@ -79,6 +79,7 @@ def main(argv=None):
             realnvp_name: realnvp.sample(5000, seed=args.seed),
         },
         os.path.join(args.out, "samples.png"),
+        data_label="test data",
     )
     plotting.plot_loss_comparison(
         {
@@ -88,6 +89,7 @@ def main(argv=None):
             f"{realnvp_name}, test": {"loss": realnvp_history["val_loss"]},
         },
         os.path.join(args.out, "nll.png"),
+        true_entropy=TRUE_ENTROPY,
     )
     report(
         "planar flows on the sin dataset",

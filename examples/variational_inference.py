@@ -73,6 +73,7 @@ def main(argv=None):
         os.path.join(args.out, "densities.png"),
         bounds=((-4, 4), (-4, 4)),
         grid_size=grid_size,
+        axis_labels=("z1", "z2"),
     )
     results["training_steps_per_fit"] = steps
     report(

@@ -124,10 +124,11 @@ NAMES = tuple(TOY_2D) + ("digits",)
 # test NLL can be lower on fresh samples. sin and checkerboard in closed form
 # (log 6 + ½·log(2πe·0.1²); log 32, uniform on 32 square units); the others by
 # Monte Carlo over the exact density (±1 standard error): moons 0.291 ± 0.002,
-# 8gaussians 2.8310 ± 0.0007 (below log 8 + log(2πe·0.125) = 2.838, its bound
-# for disjoint components), 2spirals 2.645 ± 0.007.
+# circles 0.610 ± 0.002, 8gaussians 2.8310 ± 0.0007 (below log 8 + log(2πe·0.125)
+# = 2.838, its bound for disjoint components), 2spirals 2.645 ± 0.007.
 TRUE_ENTROPY = {
     "moons": 0.290,
+    "circles": 0.610,
     "sin": float(np.log(6.0) + 0.5 * np.log(2 * np.pi * np.e * 0.01)),
     "checkerboard": float(np.log(32.0)),
     "8gaussians": 2.831,
