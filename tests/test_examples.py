@@ -64,7 +64,12 @@ def test_distribution_mapping(tmp_path):
     assert results["moons_latent_mean_norm"] < 0.1
     assert all(0.9 < s < 1.1 for s in results["moons_latent_std"])
     assert 0.29 < results["moons_test_nll"] < 0.45
-    for figure in ("moons_mapping.png", "moons_density.png", "mixture_density.png"):
+    for figure in (
+        "moons_mapping.png",
+        "moons_density.png",
+        "mixture_density.png",
+        "mixture_log_p.png",  # flow vs exact log p per test point
+    ):
         assert (tmp_path / figure).stat().st_size > 10_000
 
 
