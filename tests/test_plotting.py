@@ -260,6 +260,16 @@ def test_circle_image_refines_where_the_map_stretches():
     coarse = plotting.circle_image(forward, 1.0, limits, num_points=64, max_points=100)
     assert len(coarse) <= 100  # the cap holds
 
+    def overflowing(z):  # +inf where z2 > 0.5: those points become gaps, the rest is refined
+        x = forward(z)
+        x[np.asarray(z)[:, 1] > 0.5, 1] = np.inf
+        return x
+
+    points = plotting.circle_image(overflowing, 1.0, limits, num_points=64)
+    gaps = np.isnan(points).all(axis=1)
+    assert gaps.any() and np.isfinite(points[~gaps]).all()
+    assert len(points) < 32768
+
 
 # --- training curves -------------------------------------------------------
 

@@ -216,7 +216,11 @@ def density_figure(
         )
         ax.legend(
             [Line2D([], [], marker="o", color="white", markeredgecolor="gray", linestyle="")],
-            [f"{data_label} points (n={len(data)})"],
+            [
+                f"{data_label} points (n={len(data)})"
+                if len(shown) == len(data)
+                else f"{data_label} points ({len(shown)} of {len(data)})"
+            ],
             loc="upper right",
             fontsize="small",
             facecolor="lightgray",
@@ -435,6 +439,7 @@ def circle_image(forward, radius, limits, num_points=1024, tolerance=0.002, max_
             for t, point in zip(new, _numpy(forward(circle.astype(np.float32)))):
                 images[t] = point
         points = np.array([images[t] for t in theta], dtype=np.float64)
+        points[~np.isfinite(points).all(axis=1)] = np.nan  # ±inf too: a gap, never refined
         steps = np.linalg.norm(np.diff(points, axis=0) / size, axis=1)
         long = steps > tolerance  # NaN steps compare False: gaps are not refined
         if not long.any() or len(theta) + long.sum() > max_points:
