@@ -19,10 +19,16 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
     first: killed between the two renames, a run keeps the new weights with
     the previous epoch number and repeats one epoch rather than skipping one.
 
+    Under several workers (`tf.distribute.MultiWorkerMirroredStrategy`) only
+    the chief writes (and at the end removes) the backup; every worker
+    restores from it, so the folder must be one all workers see.
+
     Local paths only (it uses `os.replace`); arguments as for Keras' callback.
     """
 
     def _save_model(self):
+        if not is_chief(self.model):
+            return
         os.makedirs(self.backup_dir, exist_ok=True)
         # Keras insists that weight files end in ".weights.h5".
         partial_weights = self._weights_path.replace(".weights.h5", ".partial.weights.h5")
@@ -32,6 +38,24 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
         with open(partial_metadata, "w") as f:
             json.dump({"epoch": self._current_epoch, "batch": self._last_batch_seen}, f)
         os.replace(partial_metadata, self._training_metadata_path)
+
+    def on_train_end(self, logs=None):
+        if is_chief(self.model):
+            super().on_train_end(logs)
+
+
+def is_chief(model=None):
+    """True unless this process is a non-chief worker of a multi-worker strategy.
+
+    The chief (worker 0, or the "chief" task) writes checkpoints, backups and
+    exports; the other workers train the same weights and write nothing.
+    `model` gives the strategy (its `distribute_strategy`); by default the
+    current one.
+    """
+    import tensorflow as tf
+
+    strategy = model.distribute_strategy if model is not None else tf.distribute.get_strategy()
+    return bool(getattr(strategy.extended, "should_checkpoint", True))
 
 
 class RestoreOnNaN(keras.callbacks.Callback):

@@ -476,7 +476,12 @@ class FlowModel(keras.Model):
         self.bits_per_dim_tracker.update_state(
             nll / (self.event_size * math.log(2.0)), sample_weight=total_weight
         )
-        return {metric.name: metric.result() for metric in self.metrics}
+        results = {metric.name: metric.result() for metric in self.metrics}
+        if _multi_worker(self.distribute_strategy):
+            # Keras 3 averages step outputs across workers along axis 0, which a scalar
+            # lacks (tensorflow/tensorflow#72388): hand it [1]-vectors, it returns scalars.
+            results = {name: tf.reshape(value, [1]) for name, value in results.items()}
+        return results
 
     def train_step(self, data):
         terms = gradient_step(
@@ -499,9 +504,10 @@ class FlowModel(keras.Model):
         the largest divisor of the epoch's steps up to `AUTOMATIC_STEPS` (so the
         progress bar and callbacks stay on epoch boundaries), and one step per
         call when the epoch's length is unknown (a generator, a dataset of
-        unknown size) or when a callback's batch hooks must see every step
-        (any callback but Keras' and tfp_flows' epoch-level ones). Pass an int
-        to choose yourself, 1 for Keras' behaviour.
+        unknown size), when a callback's batch hooks must see every step
+        (any callback but Keras' and tfp_flows' epoch-level ones) and under a
+        multi-worker strategy. Pass an int to choose yourself, 1 for Keras'
+        behaviour.
         """
         if kwargs.get("loss") is not None:
             raise ValueError(
@@ -534,7 +540,12 @@ class FlowModel(keras.Model):
         steps = validation.steps_per_epoch(arguments)
         callbacks = arguments.get("callbacks") or []
         every_step = any(not _epoch_level(callback) for callback in callbacks)
-        chosen = 1 if steps is None or every_step else steps_per_call(steps, AUTOMATIC_STEPS)
+        # Keras' loop over several steps per call fails across workers (a placeholder
+        # without a value inside its while loop): one step per call there.
+        several = (
+            steps is not None and not every_step and not _multi_worker(self.distribute_strategy)
+        )
+        chosen = steps_per_call(steps, AUTOMATIC_STEPS) if several else 1
         if chosen != self.steps_per_execution:
             self.steps_per_execution = chosen
             # Keras traces the loop over steps with the count in it: trace anew.
@@ -607,6 +618,13 @@ class FlowModel(keras.Model):
         ]
         config["event_shape"] = tuple(config["event_shape"])
         return cls(**config)
+
+
+def _multi_worker(strategy):
+    """True under a MultiWorkerMirroredStrategy that spans several workers."""
+    return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and bool(
+        strategy.extended._in_multi_worker_mode()
+    )
 
 
 # The most training steps per compiled call that compile(steps_per_execution="auto") picks.

@@ -499,6 +499,9 @@ class DataAdapter:
             arguments.pop("x", None), arguments.pop("y", None), arguments.pop("sample_weight", None)
         )
         arguments.update(x=x, y=y, sample_weight=weight)
+        if method == "fit" and not is_array(x):
+            # Keras ignores (and warns about) shuffle=True, its default, for a dataset.
+            arguments.setdefault("shuffle", False)
         if arguments.get("validation_data") is not None:
             arguments["validation_data"] = self.adapt_validation(arguments["validation_data"])
         if method == "fit" and is_array(x):
