@@ -9,6 +9,7 @@ from tfp_flows.bijectors import transformers
 from tfp_flows.bijectors.actnorm import ActNorm
 from tfp_flows.bijectors.autoregressive import MaskedAutoregressive
 from tfp_flows.bijectors.base import FlowBijector
+from tfp_flows.bijectors.continuous import ContinuousFlow
 from tfp_flows.bijectors.conv1x1 import InvertibleConv1x1
 from tfp_flows.bijectors.coupling import (
     AffineCoupling,
@@ -36,6 +37,7 @@ __all__ = [
     "ActNorm",
     "Affine",
     "AffineCoupling",
+    "ContinuousFlow",
     "Coupling",
     "FlowBijector",
     "InvertibleConv1x1",

@@ -1,6 +1,7 @@
 """Keras 3 layers that own flow weights and hand out `tfp_flows` bijectors."""
 
 from tfp_flows.layers.base import FlowLayer
+from tfp_flows.layers.continuous import ContinuousFlowLayer, TimeEmbeddedMLP
 from tfp_flows.layers.coupling import (
     MLP,
     AffineCouplingLayer,
@@ -21,6 +22,7 @@ __all__ = [
     "MLP",
     "AffineCouplingLayer",
     "Conditioner",
+    "ContinuousFlowLayer",
     "CouplingLayer",
     "FlowLayer",
     "ImageCouplingLayer",
@@ -32,4 +34,5 @@ __all__ = [
     "ScaleAndShiftLayer",
     "ShiftAndLogScaleNetwork",
     "SplineCouplingLayer",
+    "TimeEmbeddedMLP",
 ]
