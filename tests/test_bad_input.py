@@ -257,7 +257,7 @@ ROWS = [
         "fit: dataset with a NaN batch",
         lambda m, t: _fit_quietly(m, _dataset(_nan_at(8, 1))),
         ValueError,
-        "a batch of x has NaN or Inf values in epoch 1, at its first batch: training "
+        "a batch of x has NaN or Inf values in epoch 1, one of batches 1-2: training "
         "stopped before that batch changed any weight",
     ),
     (
@@ -523,7 +523,7 @@ CONDITIONAL_ROWS = [
             ).batch(4),
             verbose=0,
         ),
-        "a batch of context has NaN or Inf values in epoch 1, at its first batch",
+        "a batch of context has NaN or Inf values in epoch 1, one of batches 1-2",
     ),
 ]
 

@@ -221,3 +221,110 @@ def test_log_prob_of_its_own_samples(name):
     samples = model.sample(512, seed=7, **context)
     log_prob = model.log_prob(samples, **context).numpy()
     assert np.isfinite(log_prob).all(), log_prob[~np.isfinite(log_prob)]
+
+
+# --- TFP-native details: what TFP's own code expects of a bijector -----------------------
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_tfp_sees_every_weight_and_only_the_layers(name):
+    # `tfp.math.minimize(..., trainable_variables=dist.trainable_variables)` and
+    # `tfp.vi.fit_surrogate_posterior` train what TFP finds there.
+    layer = build_random(name, EVENT_SIZE)
+    bijector = bijector_under_test(layer)
+    found = {id(v) for v in bijector.trainable_variables}
+    assert found == {id(w.value) for w in layer.trainable_weights}
+    assert {id(v) for v in bijector.variables} == {id(w.value) for w in layer.weights}
+
+
+@pytest.mark.parametrize("name", WEIGHTED)
+def test_tfp_minimize_trains_every_weight(name):
+    import tensorflow_probability as tfp
+    import tf_keras
+
+    layer = build_random(name, EVENT_SIZE)
+    bijector = bijector_under_test(layer)
+    x = _data_points((16,), name, tf.float32)
+    event_ndims = len(_shape(name))
+    before = [w.numpy().copy() for w in layer.trainable_weights]
+
+    def loss():
+        z = bijector.inverse(x)
+        log_det = bijector.inverse_log_det_jacobian(x, event_ndims=event_ndims)
+        squares = tf.reduce_sum(tf.square(z), axis=list(range(1, 1 + event_ndims)))
+        return tf.reduce_mean(0.5 * squares - log_det)  # the NLL up to a constant
+
+    tfp.math.minimize(
+        loss,
+        num_steps=2,
+        optimizer=tf_keras.optimizers.Adam(1e-2),
+        trainable_variables=bijector.trainable_variables,
+    )
+    for weight, old in zip(layer.trainable_weights, before):
+        assert not np.array_equal(weight.numpy(), old), f"{weight.path} did not train"
+
+
+@pytest.mark.parametrize("name", WEIGHTED)
+def test_gradients_survive_a_cached_forward_pass(name):
+    # forward (as sample does) outside a tape, then the density of its output inside one:
+    # TFP's cache must not hand back values no tape recorded.
+    layer = build_random(name, EVENT_SIZE)
+    bijector = bijector_under_test(layer)
+    y = bijector.forward(_points((8,), name, tf.float32))
+    with tf.GradientTape() as tape:
+        z = bijector.inverse(y)
+        log_det = bijector.inverse_log_det_jacobian(y, event_ndims=len(_shape(name)))
+        objective = tf.reduce_sum(tf.sin(z)) + tf.reduce_sum(log_det)
+    gradients = tape.gradient(objective, [w.value for w in layer.trainable_weights])
+    for weight, gradient in zip(layer.trainable_weights, gradients):
+        assert gradient is not None, f"no gradient reaches {weight.path} after a cached forward"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_shape_functions_take_unknown_dimensions(name):
+    bijector = bijector_under_test(build_random(name, EVENT_SIZE))
+    shape = _shape(name)
+    for known in (tf.TensorShape([5, *shape]), tf.TensorShape([None, *shape])):
+        assert bijector.forward_event_shape(known).is_compatible_with(known)
+        assert bijector.inverse_event_shape(known).is_compatible_with(known)
+    for unknown in (tf.TensorShape([None] * (len(shape) + 1)), tf.TensorShape(None)):
+        assert bijector.forward_event_shape(unknown).is_compatible_with(unknown)
+        assert bijector.inverse_event_shape(unknown).is_compatible_with(unknown)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_is_constant_jacobian_where_true(name):
+    bijector = bijector_under_test(build_random(name, EVENT_SIZE))
+    assert bijector.is_constant_jacobian == REGISTRY[name].constant_jacobian
+    if bijector.is_constant_jacobian:
+        event_ndims = len(_shape(name))
+        first = bijector.forward_log_det_jacobian(_points((4,), name, tf.float32), event_ndims)
+        second = bijector.forward_log_det_jacobian(
+            _points((4,), name, tf.float32, seed=9), event_ndims
+        )
+        np.testing.assert_allclose(first, second, rtol=1e-6)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_saves_as_a_tf_module(name, tmp_path):
+    # A tf.Module holding only the bijector (no Keras model) saves and serves it.
+    bijector = bijector_under_test(build_random(name, EVENT_SIZE))
+    shape = _shape(name)
+    module = tf.Module()
+    module.bijector = bijector
+    module.forward = tf.function(
+        lambda x: module.bijector.forward(x),
+        input_signature=[tf.TensorSpec([None, *shape], tf.float32)],
+    )
+    tf.saved_model.save(module, str(tmp_path / name))
+    loaded = tf.saved_model.load(str(tmp_path / name))
+    z = _points((6,), name, tf.float32)
+    np.testing.assert_allclose(loaded.forward(z), bijector.forward(_fresh(z)), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_vectorized_map_equals_direct_calls(name):
+    bijector = bijector_under_test(build_random(name, EVENT_SIZE))
+    z = _points((6,), name, tf.float32)
+    mapped = tf.vectorized_map(lambda one: bijector.forward(one[tf.newaxis])[0], z)
+    np.testing.assert_allclose(mapped, bijector.forward(_fresh(z)), rtol=1e-5, atol=1e-5)

@@ -17,6 +17,7 @@ import tensorflow_probability as tfp
 
 from tfp_flows import context as context_lib
 from tfp_flows import validation
+from tfp_flows.bijectors.base import FlowChain
 from tfp_flows.layers import FlowLayer
 from tfp_flows.layers.base import split_mixed_policy
 
@@ -32,7 +33,8 @@ class FlowModel(keras.Model):
     base → data: `flow_layers[-1]` is the step nearest the data. Each item is
     a `FlowLayer` (which owns its weights) or a fixed `tfb.Bijector` with no
     weights. `model.distribution` is a genuine `tfd.TransformedDistribution`
-    of the base distribution through `tfb.Chain(reversed(bijectors))`, so it
+    of the base distribution through a `tfb.Chain` of the steps' bijectors
+    (`FlowChain`, whose cache is tape-aware), base → data, so it
     composes with the rest of TFP.
 
     Training minimises the mean negative log-likelihood (nats per example);
@@ -118,7 +120,7 @@ class FlowModel(keras.Model):
             else:
                 bijectors.append(step)
         self._distribution = tfd.TransformedDistribution(
-            self.base_distribution, tfb.Chain(bijectors[::-1], name="flow"), name=self.name
+            self.base_distribution, FlowChain(bijectors[::-1], name="flow"), name=self.name
         )
         self.built = True
 
@@ -317,9 +319,23 @@ class FlowModel(keras.Model):
         return points, context, self.bijector_kwargs(context)
 
     def _log_prob(self, x, context=None):
-        """The flow's log-density of x, unguarded: for checked data (training)."""
+        """The flow's log-density of x, unguarded: for checked data (training).
+
+        With the default standard normal base this is the change of variables
+        written out, log N(z; 0, I) + log|det ∂z/∂x| with z the chain's
+        inverse, rather than TFP's `TransformedDistribution.log_prob`: the same
+        numbers without its shape-broadcasting ops, which cost time on small
+        batches and which some runtimes (ONNX) cannot convert.
+        """
         x, _, kwargs = self._conditioned(x, context)
-        return self._distribution.log_prob(x, bijector_kwargs=kwargs)
+        if self._custom_base:
+            return self._distribution.log_prob(x, bijector_kwargs=kwargs)
+        event_ndims = len(self.event_shape)
+        z = self.bijector.inverse(x, **kwargs)
+        log_det = self.bijector.inverse_log_det_jacobian(x, event_ndims=event_ndims, **kwargs)
+        axes = list(range(-event_ndims, 0))
+        log_normal = -0.5 * tf.reduce_sum(tf.square(z), axis=axes)
+        return log_normal + (log_det - 0.5 * self.event_size * math.log(2.0 * math.pi))
 
     def _support(self):
         """(low, high) when the data-side step accepts only values in that open box, else None."""
@@ -575,7 +591,7 @@ class FlowModel(keras.Model):
                 arguments["x"], arguments["y"], arguments.get("batch_size")
             )
             self.initialize_from_data(*batch)
-        with validation.batch_checks("training") as checks:
+        with validation.batch_checks("training", self.steps_per_execution) as checks:
             arguments["callbacks"] = [*(arguments.get("callbacks") or []), checks.callback]
             return super().fit(**arguments)
 

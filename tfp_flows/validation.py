@@ -679,7 +679,7 @@ class batch_checks:  # noqa: N801 - used as a context manager, like contextlib's
     them. Training that ran epochs but saw no batch is refused too.
     """
 
-    def __init__(self, phase):
+    def __init__(self, phase, steps_per_call=1):
         import keras
 
         class Progress(keras.callbacks.Callback):
@@ -695,7 +695,7 @@ class batch_checks:  # noqa: N801 - used as a context manager, like contextlib's
             def on_train_batch_end(self, batch, logs=None):
                 self.batches, self.batch = self.batches + 1, batch
 
-        self.phase = phase
+        self.phase, self.steps_per_call = phase, steps_per_call
         self.callback = Progress()
 
     def __enter__(self):
@@ -718,11 +718,9 @@ class batch_checks:  # noqa: N801 - used as a context manager, like contextlib's
             return False
         where = ""
         if self.phase == "training":
-            where = (
-                f" in epoch {progress.epoch + 1}, after batch {progress.batch + 1}"
-                if progress.batch >= 0
-                else f" in epoch {progress.epoch + 1}, at its first batch"
-            )
+            first, last = progress.batch + 2, progress.batch + 1 + self.steps_per_call
+            batches = f"batch {first}" if first == last else f"one of batches {first}-{last}"
+            where = f" in epoch {progress.epoch + 1}, {batches}"
         raise BadBatchError(
             f"{message}{where}: {self.phase} stopped before that batch changed any weight (the "
             "model keeps the weights of the last good batch); clean or filter the data."

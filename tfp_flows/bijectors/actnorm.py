@@ -24,6 +24,7 @@ class ActNorm(FlowBijector):
             self._log_scale, self._shift = log_scale, shift
             super().__init__(
                 forward_min_event_ndims=3,
+                is_constant_jacobian=True,  # log|det| depends on the parameters, not on x
                 validate_args=validate_args,
                 parameters=parameters,
                 name=name,

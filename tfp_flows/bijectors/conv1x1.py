@@ -37,6 +37,7 @@ class InvertibleConv1x1(FlowBijector):
             self._log_abs_diagonal, self._sign = log_abs_diagonal, sign
             super().__init__(
                 forward_min_event_ndims=3,
+                is_constant_jacobian=True,  # log|det| depends on the parameters, not on x
                 validate_args=validate_args,
                 parameters=parameters,
                 name=name,

@@ -37,8 +37,11 @@ def rational_quadratic_spline(points, widths, heights, slopes, bound, inverse=Fa
     bound = tf.constant(bound, dtype)
     right_x = tf.cumsum(widths, axis=-1) - bound  # right edge of each bin
     right_y = tf.cumsum(heights, axis=-1) - bound
-    left_slopes = tf.pad(slopes, [[0, 0]] * (slopes.shape.rank - 1) + [[1, 0]], constant_values=1)
-    right_slopes = tf.pad(slopes, [[0, 0]] * (slopes.shape.rank - 1) + [[0, 1]], constant_values=1)
+    # The end slopes are 1. Concatenated, not tf.pad(..., constant_values=1): under
+    # tf.vectorized_map TensorFlow's pfor converter drops pad's constant (values go wrong).
+    ones = tf.ones_like(slopes[..., :1])
+    left_slopes = tf.concat([ones, slopes], axis=-1)
+    right_slopes = tf.concat([slopes, ones], axis=-1)
 
     inside = tf.abs(points) < bound  # as TFP: the ends themselves follow the tails
     clipped = tf.clip_by_value(points, -bound, bound)  # finite gradients outside

@@ -25,6 +25,7 @@ class Squeeze(FlowBijector):
         with tf.name_scope(name) as name:
             super().__init__(
                 forward_min_event_ndims=3,
+                is_constant_jacobian=True,
                 validate_args=validate_args,
                 parameters=parameters,
                 name=name,
@@ -49,17 +50,37 @@ class Squeeze(FlowBijector):
         return self._apply(tf.nn.depth_to_space, y), self._zeros(y)
 
     def _forward_event_shape(self, input_shape):
+        # Unknown rank or sizes stay unknown, as TFP's Reshape answers; known odd sizes
+        # are refused as `forward` refuses them.
+        if input_shape.rank is None:
+            return input_shape
+        height, width, channels = input_shape[-3:]
+        if height is not None and width is not None:
+            check_squeezable(height, width)
         return input_shape[:-3].concatenate(
-            [input_shape[-3] // 2, input_shape[-2] // 2, input_shape[-1] * 4]
+            [_times(height, 0.5), _times(width, 0.5), _times(channels, 4)]
         )
 
     def _forward_event_shape_tensor(self, input_shape):
         return tf.concat([input_shape[:-3], input_shape[-3:-1] // 2, input_shape[-1:] * 4], 0)
 
     def _inverse_event_shape(self, output_shape):
+        if output_shape.rank is None:
+            return output_shape
+        height, width, channels = output_shape[-3:]
+        if channels is not None and channels % 4:
+            raise ValueError(
+                f"Squeeze's inverse turns 4 channels into a 2×2 patch, so the channels must "
+                f"be a multiple of 4; got {channels}."
+            )
         return output_shape[:-3].concatenate(
-            [output_shape[-3] * 2, output_shape[-2] * 2, output_shape[-1] // 4]
+            [_times(height, 2), _times(width, 2), _times(channels, 0.25)]
         )
 
     def _inverse_event_shape_tensor(self, output_shape):
         return tf.concat([output_shape[:-3], output_shape[-3:-1] * 2, output_shape[-1:] // 4], 0)
+
+
+def _times(size, factor):
+    """size·factor for a known size (an int), None for an unknown one."""
+    return None if size is None else int(size * factor)

@@ -91,6 +91,11 @@ class FlowLayer(keras.layers.Layer):
         event_shape = tuple(int(d) for d in event_shape)
         self.build_weights(event_shape[0] if self.event_ndims == 1 else event_shape)
         self._bijector = self.make_bijector()
+        # Keras owns the weights; the bijector (a tf.Module) also lists their tf.Variables,
+        # so that TFP sees them: `model.distribution.trainable_variables` for
+        # `tfp.math.minimize` and `tfp.vi.fit_surrogate_posterior` (the same variables
+        # Keras trains, not copies).
+        self._bijector._layer_variables = tuple(weight.value for weight in self.weights)
 
     def build_weights(self, event_size):
         """Creates the weights for events of `event_size` dimensions (or an image event shape)."""

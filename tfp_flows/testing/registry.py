@@ -101,6 +101,8 @@ class Entry:
             trips and its log-det from the autodiff Jacobian's may be off, in
             units of the values' magnitude (at least 1). None (the default)
             for steps exact to rounding, which keep the rounding tolerances.
+        constant_jacobian: True for a step whose log-det does not depend on x
+            (it must then say so to TFP: `is_constant_jacobian`).
     """
 
     make_layer: Callable[..., FlowLayer]
@@ -109,6 +111,7 @@ class Entry:
     weight_scale: float = 1.0
     data_range: tuple[float, float] | None = None
     solver_tolerance: dict[str, float] | None = None
+    constant_jacobian: bool = False
 
 
 def _image_step(make_layer, image_shape=IMAGE_SHAPE, **options):
@@ -191,14 +194,17 @@ REGISTRY = {
         ),
         min_event_size=2,
     ),
-    "permute": Entry(lambda size, dtype: PermuteLayer.reverse(size, dtype=dtype)),
+    "permute": Entry(
+        lambda size, dtype: PermuteLayer.reverse(size, dtype=dtype), constant_jacobian=True
+    ),
     "scale_and_shift": Entry(
         lambda size, dtype: ScaleAndShiftLayer(
             np.linspace(0.5, 2.0, size), np.linspace(-1.0, 1.0, size), dtype=dtype
-        )
+        ),
+        constant_jacobian=True,
     ),
-    "act_norm": _image_step(ActNormLayer),
-    "conv_1x1": _image_step(InvertibleConv1x1Layer),
+    "act_norm": _image_step(ActNormLayer, constant_jacobian=True),
+    "conv_1x1": _image_step(InvertibleConv1x1Layer, constant_jacobian=True),
     "image_coupling_checkerboard": _image_step(
         _resnet_step(ImageCouplingLayer, "checkerboard"), weight_scale=RESNET_WEIGHT_SCALE
     ),
