@@ -522,7 +522,8 @@ class FlowModel(keras.Model):
         call when the epoch's length is unknown (a generator, a dataset of
         unknown size), when a callback's batch hooks must see every step
         (any callback but Keras' and tfp_flows' epoch-level ones) and under a
-        multi-worker strategy. Pass an int to choose yourself, 1 for Keras'
+        mirrored strategy over several devices or workers (Keras' multi-step loop
+        fails there). Pass an int to choose yourself, 1 for Keras'
         behaviour.
         """
         if kwargs.get("loss") is not None:
@@ -556,10 +557,11 @@ class FlowModel(keras.Model):
         steps = validation.steps_per_epoch(arguments)
         callbacks = arguments.get("callbacks") or []
         every_step = any(not _epoch_level(callback) for callback in callbacks)
-        # Keras' loop over several steps per call fails across workers (a placeholder
-        # without a value inside its while loop): one step per call there.
+        # Keras' loop over several steps per call fails under mirrored strategies (one
+        # or several workers: "You must feed a value for placeholder tensor
+        # 'while/cond/Placeholder'", a plain Dense model too): one step per call there.
         several = (
-            steps is not None and not every_step and not _multi_worker(self.distribute_strategy)
+            steps is not None and not every_step and not _mirrored(self.distribute_strategy)
         )
         chosen = steps_per_call(steps, AUTOMATIC_STEPS) if several else 1
         if chosen != self.steps_per_execution:
@@ -634,6 +636,14 @@ class FlowModel(keras.Model):
         ]
         config["event_shape"] = tuple(config["event_shape"])
         return cls(**config)
+
+
+def _mirrored(strategy):
+    """True under a (multi-worker) mirrored strategy over several replicas."""
+    mirrored = (tf.distribute.MirroredStrategy, tf.distribute.MultiWorkerMirroredStrategy)
+    return _multi_worker(strategy) or (
+        isinstance(strategy, mirrored) and strategy.num_replicas_in_sync > 1
+    )
 
 
 def _multi_worker(strategy):
