@@ -153,9 +153,12 @@ class ContinuousFlow(FlowBijector):
         if context is not None:
             points, context = context_lib.broadcast(points, context, event_ndims=1)
         shape = tf.shape(points)
-        flat = tf.reshape(points, [-1, points.shape[-1]])
+        # [-1, D] with D static: a graph may hand over points of unknown shape, whose
+        # size a built field knows (`event_size`)
+        flat = tf.reshape(points, tf.concat([[-1], shape[-1:]], 0))
+        flat.set_shape([None, points.shape[-1] or getattr(self._velocity_fn, "event_size", None)])
         if context is not None:
-            context = tf.reshape(context, [-1, context.shape[-1]])
+            context = tf.reshape(context, tf.concat([[-1], tf.shape(context)[-1:]], 0))
         options = (self._solver, self._num_steps, self._rtol, self._atol, self._max_num_steps)
         if tf.executing_eagerly() and not kwargs:
             end, log_det = self._compiled_solve(options, direction, with_log_det)(
