@@ -12,8 +12,15 @@ scikit-learn's logistic regression on the same pixels, the test bits/dim of
 the flow, and writes class-conditional samples and a confusion matrix.
 """
 
-import argparse
 import os
+
+# TensorFlow's C++ start-up logs off unless you set TF_CPP_MIN_LOG_LEVEL yourself; tfp_flows
+# is imported first so that it imports TensorFlow (quietly) before anything else does.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import tfp_flows  # noqa: E402, F401, I001
+
+import argparse
 
 import keras
 import numpy as np

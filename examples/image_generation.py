@@ -26,9 +26,16 @@ unless `--mnist-train` says otherwise); without it the test split comes
 from `keras`.
 """
 
+import os
+
+# TensorFlow's C++ start-up logs off unless you set TF_CPP_MIN_LOG_LEVEL yourself; tfp_flows
+# is imported first so that it imports TensorFlow (quietly) before anything else does.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import tfp_flows  # noqa: E402, F401, I001
+
 import argparse
 import math
-import os
 import time
 
 import keras

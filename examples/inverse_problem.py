@@ -23,8 +23,15 @@ mean and covariance (from samples) with the analytic ones, and the flow's
 log q(x | y) of the true signals with the exact posterior log-density.
 """
 
-import argparse
 import os
+
+# TensorFlow's C++ start-up logs off unless you set TF_CPP_MIN_LOG_LEVEL yourself; tfp_flows
+# is imported first so that it imports TensorFlow (quietly) before anything else does.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import tfp_flows  # noqa: E402, F401, I001
+
+import argparse
 
 import keras
 import numpy as np

@@ -12,9 +12,16 @@ by Newton's method. RealNVP trains on the same data for comparison; the true
 entropy of the data is log 6 + ½·log(2πe·0.01) = 0.908 nats.
 """
 
+import os
+
+# TensorFlow's C++ start-up logs off unless you set TF_CPP_MIN_LOG_LEVEL yourself; tfp_flows
+# is imported first so that it imports TensorFlow (quietly) before anything else does.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import tfp_flows  # noqa: E402, F401, I001
+
 import argparse
 import math
-import os
 
 import keras
 import tensorflow as tf

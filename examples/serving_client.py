@@ -9,6 +9,10 @@ the signature and tensor names are those `tfp_flows.export_saved_model` writes.
 """
 
 import argparse
+import os
+
+# TensorFlow's C++ start-up logs off unless you set TF_CPP_MIN_LOG_LEVEL yourself.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import grpc
 import numpy as np

@@ -11,8 +11,15 @@ KL(q‖p) = log Z − ELBO for every flow and target, and plots the normalised
 targets next to the learned densities.
 """
 
-import argparse
 import os
+
+# TensorFlow's C++ start-up logs off unless you set TF_CPP_MIN_LOG_LEVEL yourself; tfp_flows
+# is imported first so that it imports TensorFlow (quietly) before anything else does.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import tfp_flows  # noqa: E402, F401, I001
+
+import argparse
 
 import keras
 

@@ -1,6 +1,7 @@
 """Each example's quick mode runs from the command line; its key figures are checked."""
 
 import json
+import os
 import pathlib
 import subprocess
 import sys
@@ -12,14 +13,21 @@ EXAMPLES = ROOT / "examples"
 
 
 def _run(script, *args, timeout=600):
+    # As a user runs them: without the suite's TF_CPP_MIN_LOG_LEVEL, so that the
+    # examples' own quiet default is what is tested.
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
     result = subprocess.run(
         [sys.executable, str(EXAMPLES / script), *map(str, args)],
         capture_output=True,
         text=True,
         timeout=timeout,
         cwd=ROOT,
+        env=env,
     )
     assert result.returncode == 0, result.stderr[-3000:]
+    # TensorFlow's C++ start-up logs (cuInit on a CPU machine, oneDNN, optimizer notices)
+    for noise in ("cuInit", "E0000", "oneDNN", "loop_optimizer", "cuda"):
+        assert noise not in result.stderr, result.stderr[-3000:]
     return result
 
 
@@ -34,6 +42,7 @@ def _quick(script, out):
 def test_quickstart_runs_and_reports():
     stdout = _run("quickstart.py", "--epochs", "1").stdout
     assert "samples: (1000, 2)" in stdout
+    assert "reloaded from .keras: log_prob identical" in stdout
     nll = float(stdout.split("test NLL: ")[1].split()[0])
     # An untrained flow scores 1.99 nats; one epoch must improve on it, and
     # nothing can beat the data's entropy (0.29).
