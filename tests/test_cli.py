@@ -163,7 +163,22 @@ def test_export_and_inspect_name_missing_or_corrupt_files(tmp_path, capsys):
     assert "no SavedModel versions" in capsys.readouterr().err
 
 
-def test_train_on_a_csv_file(tmp_path, capsys):
+@pytest.fixture
+def plotted_entropy(monkeypatch):
+    """The true_entropy each CLI run hands to plot_all (for training.png's floor line)."""
+    from tfp_flows import plotting
+
+    seen, plot_all = [], plotting.plot_all
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get("true_entropy"))
+        return plot_all(*args, **kwargs)
+
+    monkeypatch.setattr(plotting, "plot_all", spy)
+    return seen
+
+
+def test_train_on_a_csv_file(tmp_path, capsys, plotted_entropy):
     points = datasets.load("circles", num_train=600, num_test=1, seed=0).train
     np.savetxt(tmp_path / "mine.csv", points, delimiter=",")
     out = tmp_path / "run"
@@ -186,6 +201,7 @@ def test_train_on_a_csv_file(tmp_path, capsys):
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["dataset"] == "mine" and np.isfinite(metrics["test_nll"])
     assert "realnvp on mine" in capsys.readouterr().out
+    assert plotted_entropy == [None]  # a user's file has no known entropy
 
 
 @pytest.mark.parametrize(
@@ -242,11 +258,12 @@ def test_the_users_model_keras_is_never_overwritten(tmp_path, capsys):
     assert (out / "model.keras").read_bytes() == b"the user's model"
 
 
-def test_other_files_in_the_folder_are_left_alone(tmp_path):
+def test_other_files_in_the_folder_are_left_alone(tmp_path, plotted_entropy):
     out = tmp_path / "run"
     out.mkdir()
     (out / "notes.txt").write_text("keep me")
     assert _train(out) == 0
+    assert plotted_entropy == [datasets.TRUE_ENTROPY["moons"]]  # training.png's floor
     assert (out / "notes.txt").read_text() == "keep me"
     record = json.loads((out / "run.json").read_text())
     assert record["state"] == "complete" and "notes.txt" not in record["files"]
