@@ -89,3 +89,39 @@ def test_gallery_shows_every_example_with_a_small_figure():
         figure = ROOT / "docs" / f"{name}.png"
         assert 0 < figure.stat().st_size < gallery.MAX_BYTES, figure
     assert "python examples/make_gallery.py" in readme
+
+
+def _python_snippets():
+    return re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
+
+
+def test_readme_snippets_that_import_define_every_name_they_use():
+    # A snippet that starts with its imports is one a user copies alone: every name it
+    # uses must come from it (the variational-inference one once lacked `import keras`).
+    # Snippets without imports continue the one before and are left out.
+    import subprocess
+    import sys
+
+    complete = [s for s in _python_snippets() if s.startswith(("import ", "from "))]
+    assert len(complete) >= 3
+    for snippet in complete:
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "ruff",
+                "check",
+                "--select",
+                "F821,F401",
+                "--no-cache",
+                "--output-format",
+                "concise",
+                "--stdin-filename",
+                "snippet.py",
+                "-",
+            ],
+            input=snippet,
+            capture_output=True,
+            text=True,
+        )
+        assert result.returncode == 0, f"{result.stdout}\n--- in ---\n{snippet}"
