@@ -452,3 +452,100 @@ def test_non_ascii_digit_folders_are_not_versions(exported, tmp_path):
     path = export_saved_model(model, tmp_path, "m")
     assert os.path.basename(path) == "1"
     assert list(describe(model_dir)) == [1]
+
+
+# --- Continuous flows: the ODE solver runs inside the SavedModel ------------------------
+
+
+def _cnf_like_trained(solver, context_size=None):
+    from tfp_flows.continuous import cnf
+
+    keras.utils.set_random_seed(0)
+    model = cnf(2, hidden_units=(16,), solver=solver, num_steps=4, context_size=context_size)
+    rng = np.random.default_rng(0)
+    for weight in model.trainable_weights:  # the output layer starts at zero: move it
+        weight.assign(weight + 0.2 * rng.standard_normal(weight.shape).astype("float32"))
+    return model
+
+
+def _saved_model_cli_run(path, signature, inputs, outdir):
+    """The outputs of `saved_model_cli run` (TF Serving's loader) on {name: array} inputs."""
+    for name, value in inputs.items():
+        np.save(outdir / f"{name}.npy", value)
+    run = subprocess.run(
+        [
+            SAVED_MODEL_CLI,
+            "run",
+            "--dir",
+            path,
+            "--tag_set",
+            "serve",
+            "--signature_def",
+            signature,
+            "--inputs",
+            ";".join(f"{name}={outdir / f'{name}.npy'}" for name in inputs),
+            "--outdir",
+            outdir / "out",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    return outdir / "out"
+
+
+@pytest.mark.parametrize("solver", ["rk4", "dopri5"])
+def test_cnf_signatures_run_the_solver_and_match_the_model(solver, tmp_path):
+    model = _cnf_like_trained(solver)
+    path = export_saved_model(model, tmp_path, f"cnf_{solver}")
+    loaded = tf.saved_model.load(path).signatures
+    x = _points()
+    assert np.abs(model.log_prob(x) - model.base_distribution.log_prob(x)).max() > 0.01
+    np.testing.assert_allclose(loaded["log_prob"](x=x)["log_prob"], model.log_prob(x), atol=1e-5)
+    samples = loaded["sample"](n=tf.constant(6), seed=tf.constant([3, 4]))["samples"]
+    np.testing.assert_allclose(samples, model.sample(6, seed=[3, 4]), atol=1e-5)
+    forward, inverse = loaded["forward"](z=x), loaded["inverse"](x=x)
+    np.testing.assert_allclose(forward["x"], model.forward(x), atol=1e-5)
+    np.testing.assert_allclose(inverse["z"], model.inverse(x), atol=1e-5)
+    np.testing.assert_allclose(
+        inverse["log_det"], model.bijector.inverse_log_det_jacobian(x, event_ndims=1), atol=1e-5
+    )
+    if solver != "rk4":
+        return
+    # TF Serving's loader, and a machine without TFP or tfp_flows
+    out = _saved_model_cli_run(path, "log_prob", {"x": x}, tmp_path)
+    np.testing.assert_allclose(np.load(out / "log_prob.npy"), model.log_prob(x), atol=1e-5)
+    np.save(tmp_path / "x.npy", x)
+    result = subprocess.run(
+        [sys.executable, "-c", LOAD_WITHOUT_THE_LIBRARIES, str(path), str(tmp_path / "x.npy")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = json.loads(result.stdout.split("RESULT ", 1)[1])
+    np.testing.assert_allclose(out["log_prob"], model.log_prob(x), atol=1e-5)
+    np.testing.assert_allclose(out["samples"], model.sample(4, seed=[5, 6]), atol=1e-5)
+
+
+def test_conditional_cnf_export_takes_a_context(tmp_path):
+    model = _cnf_like_trained("rk4", context_size=3)
+    path = export_saved_model(model, tmp_path, "cnf_conditional")
+    signatures = describe(os.path.dirname(path))[1]
+    for name in SIGNATURES:
+        assert signatures[name]["inputs"]["context"] == ["float32", [None, 3]], name
+    loaded = tf.saved_model.load(path).signatures
+    x = _points(5)
+    context = np.random.default_rng(1).standard_normal((5, 3)).astype("float32")
+    expected = model.log_prob(x, context=context)
+    assert np.abs(expected - model.log_prob(x, context=context[::-1])).max() > 1e-3
+    np.testing.assert_allclose(
+        loaded["log_prob"](x=x, context=context)["log_prob"], expected, atol=1e-5
+    )
+    samples = loaded["sample"](n=tf.constant(4), seed=tf.constant([1, 2]), context=context)
+    np.testing.assert_allclose(
+        samples["samples"], model.sample(4, seed=[1, 2], context=context), atol=1e-5
+    )
+    out = _saved_model_cli_run(path, "log_prob", {"x": x, "context": context}, tmp_path)
+    np.testing.assert_allclose(np.load(out / "log_prob.npy"), expected, atol=1e-5)
