@@ -453,14 +453,19 @@ def test_help_gives_each_default_once():
 def test_the_parsers_tables_match_the_library():
     import inspect
 
-    from tfp_flows import flows
+    from tfp_flows import continuous, flows
+    from tfp_flows.bijectors import continuous as ode
     from tfp_flows.bijectors import transformers
 
-    assert sorted(cli.FLOW_LAYERS) == sorted(flows.FLOWS)
-    for name, factory in flows.FLOWS.items():
+    families = {**flows.FLOWS, "cnf": flows.cnf}
+    assert sorted(cli.FLOW_LAYERS) == sorted(families)
+    for name, factory in families.items():
         parameters = inspect.signature(factory).parameters
         assert cli.FLOW_LAYERS[name] == parameters["num_layers"].default, name
         assert (name in cli.NETWORK_FLOWS) == ("hidden_units" in parameters), name
+    parameters = inspect.signature(flows.cnf).parameters
+    assert cli.CNF_OPTIONS == {option: parameters[option].default for option in cli.CNF_OPTIONS}
+    assert cli.CNF_TRAININGS == continuous.TRAININGS and cli.CNF_SOLVERS == ode.SOLVERS
     assert cli.TRANSFORMERS == tuple(transformers.TRANSFORMERS)
     expected = {}
     for transformer in transformers.TRANSFORMERS:
@@ -513,3 +518,46 @@ def test_unreadable_tables_are_named_with_a_hint(tmp_path, capsys, content, argu
     err = capsys.readouterr().err
     assert re.search(message, err), err
     assert not (tmp_path / "run").exists()
+
+
+# --- The continuous flow ------------------------------------------------------------
+
+
+def test_cnf_trains_by_flow_matching_and_a_resume_must_keep_its_training(
+    tmp_path, monkeypatch, capsys
+):
+    out = tmp_path / "cnf"
+    cnf = ["--flow", "cnf", "--training", "flow_matching", "--solver", "rk4", "--num-steps", "4"]
+    with monkeypatch.context() as patch:
+        _interrupt_after(1, patch)
+        with pytest.raises(_Interrupted):
+            _train(out, *cnf)
+    capsys.readouterr()
+    changed = [*cnf[:3], "maximum_likelihood", *cnf[4:]]
+    assert _train(out, *changed) == 1
+    assert '--training was "flow_matching", now "maximum_likelihood"' in capsys.readouterr().err
+    assert _train(out, *cnf) == 0
+    assert "cnf (flow matching) on moons: test NLL" in capsys.readouterr().out
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["resumed_after_epoch"] == 1 and metrics["epochs_run"] == 2
+    model = keras.models.load_model(out / "model.keras")
+    assert model.training == "flow_matching"
+    steps = [(layer.solver, layer.num_steps) for layer in model.continuous_layers]
+    assert steps == [("rk4", 4)] * 2  # SMALL's --num-layers 2
+    test = datasets.load("moons", num_train=600, num_test=100, seed=0).test
+    assert -float(np.mean(model.log_prob(test))) == pytest.approx(metrics["test_nll"], abs=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--solver", "rk4"], "--solver applies to cnf, not to realnvp"),
+        (["--flow", "cnf", "--num-steps", "8"], "--num-steps applies to the rk4 solver, not"),
+        (["--flow", "cnf", "--solver", "rk4", "--rtol", "1e-3"], "--rtol applies to the dopri5"),
+    ],
+)
+def test_cnf_options_apply_where_they_mean_something(arguments, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["train", *arguments])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err

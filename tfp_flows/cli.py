@@ -24,8 +24,20 @@ JIT_COMPILE = {"auto": "auto", "on": True, "off": False}
 
 # What the parser needs to know of the library without importing TensorFlow; kept equal to
 # the factories' signatures and the transformers' options by tests/test_cli.py.
-FLOW_LAYERS = {"maf": 5, "nsf": 8, "planar": 16, "radial": 16, "realnvp": 8}  # default steps
-NETWORK_FLOWS = ("maf", "nsf", "realnvp")  # the flows with --hidden-units
+FLOW_LAYERS = {"cnf": 1, "maf": 5, "nsf": 8, "planar": 16, "radial": 16, "realnvp": 8}  # steps
+NETWORK_FLOWS = ("cnf", "maf", "nsf", "realnvp")  # the flows with --hidden-units
+# The continuous flow's options, {option: its default}, and their choices.
+CNF_OPTIONS = {
+    "training": "flow_matching",
+    "solver": "dopri5",
+    "num_steps": 16,
+    "rtol": 1e-5,
+    "atol": 1e-5,
+}
+CNF_TRAININGS = ("flow_matching", "maximum_likelihood")
+CNF_SOLVERS = ("dopri5", "rk4")
+# The solver each solver option belongs to.
+SOLVER_OPTIONS = {"num_steps": "rk4", "rtol": "dopri5", "atol": "dopri5"}
 # The flows whose steps take a transformer, and the one they use by default.
 FLOW_TRANSFORMERS = {"realnvp": "affine", "maf": "affine", "nsf": "spline"}
 TRANSFORMERS = ("affine", "spline")
@@ -65,6 +77,21 @@ def _check_transformer_arguments(parser, args):
                 f"transformer is {transformer}; add --transformer spline for splines)"
             )
         parser.error(f"{flag} applies to {kind} transformers, not to {args.flow}'s {transformer}")
+
+
+def _check_cnf_arguments(parser, args):
+    """Usage errors for the continuous flow's options where they do not apply."""
+    for option in CNF_OPTIONS:
+        if getattr(args, option) is not None and args.flow != "cnf":
+            parser.error(f"{_option(option)} applies to cnf, not to {args.flow}")
+    solver = args.solver or CNF_OPTIONS["solver"]
+    for option, owner in SOLVER_OPTIONS.items():
+        if getattr(args, option) is not None and solver != owner:
+            parser.error(f"{_option(option)} applies to the {owner} solver, not to {solver}")
+
+
+def _cnf_options(args):
+    return {o: getattr(args, o) for o in CNF_OPTIONS if getattr(args, o) is not None}
 
 
 def _transformer_options(args):
@@ -122,7 +149,8 @@ def build_parser():
     train = commands.add_parser(
         "train",
         help="train a flow on a built-in dataset or your own data file",
-        description="Train a flow by maximum likelihood with Keras' fit. Writes OUT/model.keras, "
+        description="Train a flow with Keras' fit, by maximum likelihood (cnf: by flow matching "
+        "unless --training says otherwise). Writes OUT/model.keras, "
         "OUT/metrics.json, OUT/history.csv, OUT/plots/*.png and OUT/run.json.",
         formatter_class=_HelpFormatter,
     )
@@ -183,6 +211,32 @@ def build_parser():
             type=_positive if isinstance(default, int) else _positive_float,
             default=None,
             help=f"{' and '.join(names)} transformer option (default: {default})",
+        )
+    train.add_argument(
+        "--training",
+        choices=CNF_TRAININGS,
+        default=None,
+        help="how cnf trains: flow_matching regresses its vector field on straight paths "
+        "from base to data (no ODE solved in training), maximum_likelihood backpropagates "
+        "through the solver (default: flow_matching); either way the test NLL is exact",
+    )
+    train.add_argument(
+        "--solver",
+        choices=CNF_SOLVERS,
+        default=None,
+        help="cnf's ODE solver: dopri5 is adaptive (--rtol, --atol), rk4 takes --num-steps "
+        "fixed steps (default: dopri5)",
+    )
+    train.add_argument(
+        "--num-steps", type=_positive, default=None, help="cnf's rk4 steps (default: 16)"
+    )
+    for option in ("rtol", "atol"):
+        train.add_argument(
+            _option(option),
+            type=_positive_float,
+            default=None,
+            help=f"cnf's dopri5 {'relative' if option == 'rtol' else 'absolute'} tolerance "
+            f"(default: {CNF_OPTIONS[option]:g})",
         )
     train.add_argument("--epochs", type=_positive, default=100, help="passes over the training set")
     train.add_argument("--batch-size", type=_positive, default=512, help="examples per step")
@@ -306,6 +360,7 @@ RUN_OPTIONS = (
     "hidden_units",
     "transformer",
     *TRANSFORMER_OPTIONS,
+    *CNF_OPTIONS,
     "epochs",
     "batch_size",
     "learning_rate",
@@ -571,7 +626,9 @@ def train(args):
     if args.transformer:
         options["transformer"] = args.transformer
     options.update(_transformer_options(args))
-    model = flows.FLOWS[args.flow](
+    options.update(_cnf_options(args))
+    factory = flows.cnf if args.flow == "cnf" else flows.FLOWS[args.flow]
+    model = factory(
         data.event_size, standardize=data.train if args.standardize else None, **options
     )
     # Early stopping chooses weights on a validation split, never on the test set.
@@ -654,8 +711,11 @@ def train(args):
     _write_atomically(run.file("metrics.json"), json.dumps(metrics, indent=2, default=float))
     run.wrote("metrics.json")
     run.finish("complete", {"test_nll": test_nll})
+    trained = (
+        f"{args.flow} ({model.training.replace('_', ' ')})" if args.flow == "cnf" else args.flow
+    )
     print(
-        f"{args.flow} on {data.name}: test NLL {test_nll:.4f} nats "
+        f"{trained} on {data.name}: test NLL {test_nll:.4f} nats "
         f"({metrics['test_bits_per_dim']:.4f} bits/dim), {seconds:.1f} s of training; "
         f"wrote {out}/model.keras, metrics.json, history.csv, plots/"
     )
@@ -725,6 +785,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.command == "train":
         _check_transformer_arguments(parser, args)
+        _check_cnf_arguments(parser, args)
     # Only now, with arguments that make sense, is TensorFlow imported (quietly by default).
     from tfp_flows._tensorflow import import_tensorflow, quiet_by_default
 

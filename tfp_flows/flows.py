@@ -7,7 +7,8 @@ NSF-AR), and the image factories `glow` and `realnvp_image` take either for
 their couplings. A transformer's options (`log_scale_clamp`, `num_bins`,
 `bound`, `min_bin_size`, `min_slope`) pass through every factory by name;
 the other keyword arguments go to `FlowModel` (`base_distribution`, `dtype`,
-`name`, ...).
+`name`, ...). `cnf`, a continuous flow trained by flow matching or maximum
+likelihood, lives in `tfp_flows.continuous` and is exported here too.
 """
 
 import numpy as np
@@ -15,6 +16,7 @@ import numpy as np
 from tfp_flows import validation
 from tfp_flows.bijectors import half_mask
 from tfp_flows.bijectors import transformers as transformers_lib
+from tfp_flows.continuous import cnf  # noqa: F401 - flows.cnf; registers ContinuousFlowModel
 from tfp_flows.layers import (
     CouplingLayer,
     MaskedAutoregressiveLayer,
@@ -252,6 +254,7 @@ def _image_model(step, image_shape, value_range, logit_alpha, transformer, kwarg
     return FlowModel(steps, event_shape=tuple(image_shape), **model_kwargs)
 
 
+# The discrete vector families (the generic tests run them all); `cnf` is apart.
 FLOWS = {"realnvp": realnvp, "nsf": nsf, "maf": maf, "planar": planar, "radial": radial}
 
 
