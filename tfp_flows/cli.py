@@ -319,8 +319,12 @@ def build_parser():
 
     export = commands.add_parser(
         "export",
-        help="export a trained run as a TF Serving SavedModel",
-        description="Export RUN_DIR/model.keras to BASE_PATH/NAME/VERSION (TF Serving's layout).",
+        help="export a trained run as a TF Serving SavedModel, a TFLite or an ONNX model",
+        description=(
+            "Export RUN_DIR/model.keras to BASE_PATH/NAME/VERSION (TF Serving's layout), or with "
+            "--format tflite/onnx to BASE_PATH/NAME/FORMAT/VERSION (checked in its runtime "
+            "before it is written)."
+        ),
         formatter_class=_HelpFormatter,
     )
     export.add_argument("run_dir", help="a folder written by `tfp-flows train`")
@@ -337,6 +341,12 @@ def build_parser():
         type=_positive,
         default=MAX_SAMPLES,
         help="the most samples one call of the `sample` signature may ask for",
+    )
+    export.add_argument(
+        "--format",
+        choices=("saved_model", "tflite", "onnx"),
+        default="saved_model",
+        help="saved_model (TF Serving), tflite (built-in ops) or onnx (needs tfp-flows[portable])",
     )
 
     inspect = commands.add_parser(
@@ -759,10 +769,22 @@ def load_run(run_dir):
 def export(args):
     from tfp_flows.export import export_saved_model
 
+    if args.format != "saved_model":
+        return _export_portable(args)
     check_export_destination(args.base_path, args.name, args.version)
     model = load_run(args.run_dir)
     path = export_saved_model(model, args.base_path, args.name, args.version, args.max_samples)
     print(f"exported {args.run_dir}/model.keras to {path}")
+    return 0
+
+
+def _export_portable(args):
+    from tfp_flows import portable
+
+    portable.check_destination(args.base_path, args.name, args.format, args.version)
+    model = load_run(args.run_dir)
+    path = portable.export_portable(model, args.format, args.base_path, args.name, args.version)
+    print(f"exported {args.run_dir}/model.keras as {args.format} to {path}")
     return 0
 
 
