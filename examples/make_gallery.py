@@ -27,6 +27,7 @@ GALLERY = {
     "variational_inference": "densities.png",
     "image_generation": "samples.png",
     "anomaly_detection": "typical.png",
+    "continuous_flow": "trajectories.png",
 }
 
 
