@@ -22,10 +22,16 @@ def _run(script, *args):
 
 def test_serving_benchmark_runs(tmp_path):
     out = tmp_path / "serving.json"
-    printed = _run("serving.py", "--calls", "20", "--rounds", "1", "--out", str(out))
-    report = json.loads(out.read_text())
-    assert set(report["results"]) == {"in-process", "SavedModel"}
-    assert report["throughput_ratio_saved_model_over_in_process"] > 0
+    args = ["--flows", "realnvp", "--calls", "20", "--rounds", "1", "--out", str(out)]
+    printed = _run("serving.py", *args)
+    (flow,) = json.loads(out.read_text())["flows"].values()
+    assert set(flow["results"]) == {"TFP built-in", "in-process", "SavedModel"}
+    assert flow["throughput_ratio_saved_model_over_in_process"] > 0
+    assert all(ratio > 0 for ratio in flow["ratios_over_tfp"].values())
+    # The same weights in both systems, and every system computes the same log p.
+    assert flow["same_start"]["equivalent"]
+    tolerance = 1e-4 * max(1.0, flow["log_prob_max_abs"])
+    assert all(r["max_abs_diff_from_in_process"] <= tolerance for r in flow["results"].values())
     assert "SavedModel / in-process throughput" in printed
 
 
@@ -78,8 +84,10 @@ def test_toy_quality_benchmark_runs(tmp_path):
         "toy_quality.py", "--datasets", "moons", "--epochs", "2", "--num-train", "1000",
         *flow, "--out", str(out),
     )  # fmt: skip
-    (row,) = json.loads(out.read_text())["runs"]
-    assert row["dataset"] == "moons" and row["steps"] == 4
+    report = json.loads(out.read_text())
+    (row,) = report["runs"]
+    assert row["dataset"] == "moons" and row["steps"] == 4 and row["seed"] == 0
+    assert report["summary"]["moons"]["test_nll_mean"] == row["test_nll"]
     assert row["command"].startswith("tfp-flows train --dataset moons --num-train 1000")
     assert " ".join(flow) in row["command"]
     assert row["test_nll"] > 0.29 and isinstance(row["met"], bool)
@@ -93,3 +101,19 @@ def test_large_inputs_benchmark_runs(tmp_path):
     assert {(r["op"], r["n"], r["chunked"]) for r in rows} >= {("log_prob", 100_000, True)}
     assert all(r["finite"] and r["samples_per_second"] > 0 for r in rows)
     assert "| log_prob | 1e+05 | yes |" in printed
+
+
+def test_continuous_benchmark_runs(tmp_path):
+    out = tmp_path / "continuous.json"
+    printed = _run("continuous.py", "--quick", "--out", str(out))
+    report = json.loads(out.read_text())
+    (row,) = report["rows"]
+    assert row["dataset"] == "moons" and row["true_entropy"] == 0.29
+    for system in ("flow_matching", "nsf_equal_time", "ffjord_equal_time"):
+        assert row[system]["test_nll"] > 0.29, system  # finite, never below the entropy
+    assert row["flow_matching_steps"] == 8  # 2 epochs of 4 batches
+    assert row["nsf_equal_time"]["steps"] >= 1 and row["ffjord_equal_time"]["steps"] >= 1
+    assert row["epoch_ratio_ml_over_fm"] > 0 and isinstance(report["met_epoch_ratio_target"], bool)
+    for kind in ("log_prob_per_second", "sample_per_second"):
+        assert set(row[kind]) == {"cnf", "nsf", "ffjord"} and min(row[kind].values()) > 0
+    assert "| moons | 0.290 |" in printed and "seconds per epoch: at least" in printed
