@@ -222,3 +222,32 @@ def test_cli_exports_tflite_to_a_versioned_folder(models, tmp_path, capsys):
     assert "already exists" in capsys.readouterr().err
     # TF Serving's integer versions under base/moons are untouched: none were made.
     assert [entry for entry in os.listdir(base / "moons") if entry.isdigit()] == []
+
+
+def test_cli_names_a_family_it_cannot_convert_and_writes_nothing(models, tmp_path, capsys):
+    run, base = tmp_path / "run", tmp_path / "saved_models"
+    run.mkdir()
+    models["glow"].save(run / "model.keras")
+    argv = ["export", str(run), "--name", "glow", "--base-path", str(base), "--format", "onnx"]
+    assert cli.main(argv) == 1
+    assert "glow + logit cannot be exported to ONNX" in capsys.readouterr().err
+    assert not base.exists()
+
+
+def test_cli_checks_the_destination_before_loading_the_run(tmp_path, capsys):
+    taken = tmp_path / "saved_models"
+    taken.write_text("a file, not a folder")
+    argv = ["export", str(tmp_path / "no_run"), "--name", "m", "--base-path", str(taken)]
+    assert cli.main([*argv, "--format", "tflite"]) == 1
+    error = capsys.readouterr().err
+    assert "is not a folder" in error and "no trained model" not in error
+    assert taken.read_text() == "a file, not a folder"
+
+
+def test_onnx_without_its_extra_is_a_named_error(models, tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "tf2onnx", None)  # as if not installed
+    with pytest.raises(portable.PortableExportError, match=r"needs tf2onnx.*tfp-flows\[portable\]"):
+        portable.export_onnx(models["realnvp"], tmp_path / "onnx")
+    assert os.listdir(tmp_path) == []
