@@ -36,9 +36,10 @@ measured are kept in the export's `signatures.json`.
 Known limits (each refused by name): ONNX cannot take the image flows (Glow,
 multi-scale RealNVP): their ResNets guard empty batches with a `tf.cond`,
 which tf2onnx turns into an ONNX `If` whose `Conv` nodes ONNX Runtime cannot
-type-check ("Attribute dilations has incorrect size"); nor conditional flows:
-pairing points with contexts broadcasts batch shapes with TF's BroadcastArgs,
-which ONNX lacks. TFLite takes both. Portable exports are float32 and use
+type-check ("Attribute dilations has incorrect size"), and their logit step's
+`Log1p` has no ONNX counterpart in tf2onnx; nor conditional flows: pairing
+points with contexts broadcasts batch shapes with TF's BroadcastArgs, which
+ONNX lacks. TFLite takes both. Portable exports are float32 and use
 the default standard normal base.
 
 Example:
