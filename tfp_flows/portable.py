@@ -511,7 +511,13 @@ def _tflite_interpreter(content):
     try:
         from ai_edge_litert.interpreter import Interpreter
     except ImportError:
-        Interpreter = tf.lite.Interpreter  # deprecated in favour of ai_edge_litert, still works
+        # Deprecated in favour of ai_edge_litert, and still in TF 2.21.
+        Interpreter = getattr(tf.lite, "Interpreter", None)
+        if Interpreter is None:
+            raise PortableExportError(
+                "the tflite format needs a TFLite interpreter: this TensorFlow has none, "
+                "pip install 'tfp-flows[portable]' (ai-edge-litert)."
+            ) from None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return Interpreter(model_content=content)
