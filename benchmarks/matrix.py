@@ -29,8 +29,9 @@ in each cell that has a built-in, their epochs alternating:
   a plain `@tf.function` step (`tf.GradientTape`, `apply_gradients`) called
   per batch, at the same batch, steps and Adam schedule;
 - `tfp_flows_defaults`: tfp_flows exactly as a user first writes it,
-  `model.compile(keras.optimizers.Adam(1e-3))` and `model.fit(...)` (one step
-  per call, no XLA), same batch size.
+  `model.compile(keras.optimizers.Adam(1e-3))` and `model.fit(...)` (the
+  library's defaults: `steps_per_execution="auto"`, the largest divisor of
+  an epoch's steps up to 20 per compiled call; no XLA), same batch size.
 
 Train samples/s of the last three are also reported over `tfp_loop`'s.
 
@@ -88,7 +89,7 @@ FLOWS = ("realnvp", "nsf", "maf", "planar", "glow")
 SYSTEMS = ("tfp_flows", "tfp_builtin")
 # ... and against the loop a TFP user writes by hand: TFP's built-in flow trained by a
 # plain @tf.function step at the same recipe, and tfp_flows at Keras' defaults
-# (`compile(Adam(1e-3))`, `fit`: one step per call, no XLA).
+# (`compile(Adam(1e-3))`, `fit`: the library's own defaults, no XLA).
 LOOP_SYSTEMS = ("tfp_loop", "tfp_flows_defaults")
 OURS = ("tfp_flows", "tfp_flows_defaults")
 LOG_SCALE_CLAMP = 3.0
@@ -139,9 +140,11 @@ NOT_AVAILABLE = {
     "3's fit tracks neither, so they would never train (STACK.md, TFP#1439).",
 }
 
-TRUE_ENTROPY = {"moons": 0.290, "checkerboard": 3.466, "8gaussians": 2.840}  # nats
+TRUE_ENTROPY = {"moons": 0.290, "checkerboard": 3.466, "8gaussians": 2.831}  # nats
 TARGET_NLL = {"moons": 0.31, "checkerboard": 3.49, "8gaussians": 2.86}
-TARGET_RATIO = 1.5  # ours / TFP, train and log_prob samples/s
+TARGET_RATIO = 1.5  # ours / TFP, train samples/s (in fit, and over the hand-written loop)
+TARGET_LOG_PROB = 2.0  # ours / TFP, log_prob samples/s at batch 5000
+TARGET_ZUKO = 3.0  # tfp_flows at Keras' defaults / zuko's RealNVP, train samples/s
 UNIFORM_BITS_PER_DIM = math.log2(DIGITS_RANGE)
 MEMORY_NOTE = (
     "Peak RSS growth: how far one system raises the process's peak resident set (VmHWM, "
@@ -225,7 +228,7 @@ class Trainer:
     - `tfp_flows`, `tfp_builtin`: Keras `fit` at the recipe, compiled with
       `--steps-per-execution` and `--xla`;
     - `tfp_flows_defaults`: Keras `fit` as a user writes it, `compile(Adam(1e-3))`
-      (Keras' defaults otherwise: one step per call, no XLA), same batches;
+      (the library's defaults otherwise: steps_per_execution "auto", no XLA), same batches;
     - `tfp_loop`: no Keras loop; the recipe's optimizer and batches and the
       `@tf.function` step of `tfp_builtin.tf_function_step`, called once per
       batch from Python over a `tf.data` pipeline.
@@ -299,6 +302,113 @@ class Trainer:
 
 def count_weights(model):
     return int(sum(np.prod(w.shape) for w in model.trainable_weights))
+
+
+# --- zuko (PyTorch), in its own interpreter -------------------------------------------
+
+# zuko's RealNVP at the cell's architecture and recipe, trained by the loop a PyTorch user
+# writes (the training rows reshuffled every epoch, Adam cosine-annealed per step), on the
+# same standardised rows; train samples/s over epochs 2..E, log_prob samples/s at batch
+# 5000 (median of timed calls under torch.no_grad()), test NLL in data units.
+ZUKO_SCRIPT = r"""
+import json, math, statistics, sys, time
+import numpy as np
+import torch
+import zuko
+
+config = json.loads(sys.argv[1])
+if config["threads"]:
+    torch.set_num_threads(config["threads"])
+torch.manual_seed(config["seed"])
+train = np.load(config["train"]).astype(np.float32)
+test = np.load(config["test"]).astype(np.float32)
+mean, std = train.mean(0), train.std(0)
+scale = torch.tensor(std)
+standard = lambda a: torch.tensor((a - mean) / std)
+x_train, x_test = standard(train), standard(test)
+flow = zuko.flows.RealNVP(
+    features=x_train.shape[1],
+    transforms=config["num_layers"],
+    hidden_features=tuple(config["hidden_units"]),
+)
+batch, epochs = config["batch_size"], config["epochs"]
+steps_per_epoch = math.ceil(len(x_train) / batch)
+optimizer = torch.optim.Adam(flow.parameters(), lr=config["learning_rate"])
+schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, epochs * steps_per_epoch)
+seconds = []
+for epoch in range(epochs):
+    start = time.perf_counter()
+    order = torch.randperm(len(x_train))
+    for i in range(steps_per_epoch):
+        loss = -flow().log_prob(x_train[order[i * batch : (i + 1) * batch]]).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+    seconds.append(time.perf_counter() - start)
+log_det = float(torch.log(scale).sum())
+timing = torch.tensor(np.resize(x_test.numpy(), (config["sample_size"], x_test.shape[1])))
+with torch.no_grad():
+    test_nll = float(-flow().log_prob(x_test).mean()) + log_det
+    for _ in range(config["warmup"]):
+        flow().log_prob(timing)
+    calls = []
+    for _ in range(config["calls"]):
+        start = time.perf_counter()
+        flow().log_prob(timing)
+        calls.append(time.perf_counter() - start)
+later = seconds[1:]
+print(json.dumps(dict(
+    weights=sum(p.numel() for p in flow.parameters()),
+    train=len(x_train) * len(later) / sum(later),
+    train_median_epoch=len(x_train) / statistics.median(later),
+    first_epoch_seconds=seconds[0],
+    train_seconds=sum(seconds),
+    steps=epochs * steps_per_epoch,
+    final_train_loss=float(loss.detach()) + log_det,
+    test_nll=test_nll,
+    log_prob=config["sample_size"] / statistics.median(calls),
+    torch=torch.__version__,
+    zuko=zuko.__version__,
+    threads=torch.get_num_threads(),
+)))
+"""
+
+
+def run_zuko(python, flow, data, steps, seed, options):
+    """zuko's RealNVP on the cell's data and recipe in `python` (an interpreter with torch and
+    zuko); its figures, or {"error": ...} if it could not run."""
+    architecture = architectures(options.quick)[flow]
+    steps_per_epoch = math.ceil(len(data.train) / TOY_RECIPE["batch_size"])
+    with tempfile.TemporaryDirectory() as folder:
+        paths = {name: os.path.join(folder, f"{name}.npy") for name in ("train", "test")}
+        np.save(paths["train"], data.train)
+        np.save(paths["test"], data.test)
+        config = dict(
+            **paths,
+            seed=seed,
+            num_layers=architecture["num_layers"],
+            hidden_units=list(architecture["hidden_units"]),
+            batch_size=TOY_RECIPE["batch_size"],
+            learning_rate=TOY_RECIPE["learning_rate"],
+            epochs=max(2, round(steps / steps_per_epoch)),
+            sample_size=SAMPLE_SIZE,
+            warmup=options.warmup,
+            calls=options.calls,
+            threads=options.zuko_threads,
+        )
+        try:
+            result = subprocess.run(
+                [python, "-c", ZUKO_SCRIPT, json.dumps(config)],
+                capture_output=True,
+                text=True,
+                timeout=1800,
+            )
+        except (OSError, subprocess.TimeoutExpired) as error:
+            return {"error": repr(error)}
+    if result.returncode != 0:
+        return {"error": f"exit code {result.returncode}: {result.stderr[-1500:]}"}
+    return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 # --- One cell -------------------------------------------------------------------------
@@ -404,7 +514,9 @@ def run_cell(dataset, flow, index, options):
     }
     if has_builtin:
         record["same_start"] = check_same_start(flow, data, options.seed, options.quick)
-    runs = {system: [] for system in systems + loop_systems}
+    # zuko (PyTorch) RealNVP beside the hand-written TFP loop, given an interpreter with it.
+    zuko = bool(options.zuko_python and flow == "realnvp" and loop_systems)
+    runs = {system: [] for system in systems + loop_systems + (["zuko"] if zuko else [])}
     orders = []
     for repeat in range(options.repeats):
         # Alternate which system goes first from cell to cell and repeat to repeat.
@@ -414,7 +526,17 @@ def run_cell(dataset, flow, index, options):
         )
         orders.append(list(order))
         seed = options.seed + repeat
-        for system, run in run_repeat(flow, data, seed, order, steps, options).items():
+        repeat_runs = run_repeat(flow, data, seed, order, steps, options)
+        if zuko:  # right after the same repeat's TFP loop, in its own process
+            zuko_run = run_zuko(options.zuko_python, flow, data, steps, seed, options)
+            if "error" in zuko_run:
+                print(f"[{dataset} × {flow}] zuko FAILED: {zuko_run['error']}", flush=True)
+                record["zuko_error"], zuko = zuko_run["error"], False
+                runs.pop("zuko")
+            else:
+                versions = {key: zuko_run.pop(key) for key in ("torch", "zuko", "threads")}
+                record["zuko_versions"], repeat_runs["zuko"] = versions, zuko_run
+        for system, run in repeat_runs.items():
             runs[system].append(run)
             print(
                 f"[{dataset} × {flow}, repeat {repeat + 1}/{options.repeats}] {system}: "
@@ -455,13 +577,22 @@ LOOP_RATIO_KEYS = ("train", "train_median_epoch")
 def loop_comparison(summary):
     """The hand-written TFP loop's figures, and every other system's train rates over it."""
     loop = summary["tfp_loop"]
-    return {
+    others = ("tfp_flows", "tfp_flows_defaults", "tfp_builtin")
+    comparison = {
         "medians": {system: summary[system] for system in LOOP_SYSTEMS},
         "ratios": {
             system: {key: summary[system][key] / loop[key] for key in LOOP_RATIO_KEYS}
-            for system in ("tfp_flows", "tfp_flows_defaults", "tfp_builtin")
+            for system in others + (("zuko",) if "zuko" in summary else ())
         },
     }
+    if "zuko" in summary:
+        zuko = summary["zuko"]
+        comparison["medians"]["zuko"] = zuko
+        comparison["over_zuko"] = {
+            system: {key: summary[system][key] / zuko[key] for key in LOOP_RATIO_KEYS}
+            for system in ("tfp_flows_defaults", "tfp_flows", "tfp_loop")
+        }
+    return comparison
 
 
 # --- The matrix: one subprocess per cell -------------------------------------------------
@@ -473,6 +604,8 @@ def _cell_argv(args, dataset, flow, index, out):
     argv += ["--digits-steps", str(args.digits_steps), "--repeats", str(args.repeats)]
     argv += ["--seed", str(args.seed), "--steps-per-execution", str(args.steps_per_execution)]
     argv += ["--warmup", str(args.warmup), "--calls", str(args.calls)]
+    if args.zuko_python:
+        argv += ["--zuko-python", args.zuko_python, "--zuko-threads", str(args.zuko_threads)]
     flags = [("--xla", args.xla), ("--fit-only", args.fit_only), ("--quick", args.quick)]
     return argv + [flag for flag, given in flags if given]
 
@@ -541,18 +674,20 @@ def targets(records):
                 _check(cell, "tfp_flows test NLL (nats)", value, f"<= {target}", value <= target)
             )
         if record["ratios"]:
-            for key in ("train", "log_prob"):
+            for key, goal in (("train", TARGET_RATIO), ("log_prob", TARGET_LOG_PROB)):
                 value = record["ratios"][key]
                 what = f"{key} samples/s, tfp_flows / TFP"
-                checks.append(
-                    _check(cell, what, value, f">= {TARGET_RATIO}", value >= TARGET_RATIO)
-                )
+                checks.append(_check(cell, what, value, f">= {goal}", value >= goal))
         if "loop" in record:
             for system, what in LOOP_TARGETS.items():
                 value = record["loop"]["ratios"][system]["train"]
                 checks.append(
                     _check(cell, what, value, f">= {TARGET_RATIO}", value >= TARGET_RATIO)
                 )
+            if "over_zuko" in record["loop"]:
+                value = record["loop"]["over_zuko"]["tfp_flows_defaults"]["train"]
+                what = "train samples/s, tfp_flows at Keras defaults / zuko"
+                checks.append(_check(cell, what, value, f">= {TARGET_ZUKO}", value >= TARGET_ZUKO))
     return checks
 
 
@@ -636,6 +771,7 @@ def loop_table(records):
                 f"{r['tfp_flows_defaults']['train_median_epoch']:.2f}×",
                 " / ".join(_quality(record, loop[s]) for s in ("tfp_loop", "tfp_flows_defaults")),
             ]
+            + _zuko_columns(record)
         )
     header = [
         "dataset",
@@ -647,8 +783,23 @@ def loop_table(records):
         "TFP in fit / loop",
         "defaults / loop, median epoch",
         "test NLL loop / defaults",
+        "zuko train samples/s (test NLL)",
+        "zuko / loop",
+        "defaults / zuko",
     ]
     return markdown_table(header, rows)
+
+
+def _zuko_columns(record):
+    loop = record["loop"]
+    if "zuko" not in loop["medians"]:
+        return ["—"] * 3
+    zuko, over_zuko = loop["medians"]["zuko"], loop["over_zuko"]
+    return [
+        f"{rate(zuko['train'])} ({zuko['test_nll']:.3f})",
+        f"{loop['ratios']['zuko']['train']:.2f}×",
+        f"**{over_zuko['tfp_flows_defaults']['train']:.2f}×**",
+    ]
 
 
 def markdown(report):
@@ -672,7 +823,7 @@ def markdown(report):
         table(report["cells"]),
         "",
         "Test NLL in nats (true entropies: moons 0.290, checkerboard 3.466, 8gaussians "
-        f"2.840); digits in bits/dim (uniform: {UNIFORM_BITS_PER_DIM:.3f}). Train samples/s "
+        f"2.831); digits in bits/dim (uniform: {UNIFORM_BITS_PER_DIM:.3f}). Train samples/s "
         "leave out the first epoch (tracing); log_prob and sample samples/s are medians of "
         f"{config['calls']} compiled calls on 5000 points after {config['warmup']} warm-up "
         "calls. " + MEMORY_NOTE,
@@ -692,16 +843,26 @@ def markdown(report):
             "`@tf.function` step (`tf.GradientTape`, `optimizer.apply_gradients`) called once "
             "per batch from Python, at the cell's batch, steps and Adam schedule. tfp_flows "
             "defaults: `model.compile(keras.optimizers.Adam(1e-3))` and `model.fit(...)` at "
-            "the same batch size, nothing else set (one step per call, no XLA). tfp_flows "
+            "the same batch size, nothing else set (the library's steps_per_execution "
+            "'auto': up to 20 steps per compiled call; no XLA). tfp_flows "
             f"(recipe) and TFP in fit: the table above (steps_per_execution "
             f"{config['steps_per_execution']}). Target: defaults / loop ≥ {TARGET_RATIO}×.",
         ]
+        if any("over_zuko" in record.get("loop", {}) for record in report["cells"]):
+            lines.append(
+                "\nzuko: `zuko.flows.RealNVP` (PyTorch) at the same couplings and hidden "
+                "widths, trained in its own process right after the same repeat's TFP loop by "
+                "a plain PyTorch loop (rows reshuffled every epoch, Adam cosine-annealed from "
+                "the same rate, the same standardised rows and batch); its log_prob at batch "
+                f"5000 under `torch.no_grad()`. Target: defaults / zuko ≥ {TARGET_ZUKO}×."
+            )
     lines += ["", targets_table(report), ""]
     met = sum(check["met"] for check in report["targets"])
     lines.append(
         f"{met} of {len(report['targets'])} targets met (reported, never enforced): test NLL "
         f"≤ {', '.join(f'{v} on {k}' for k, v in TARGET_NLL.items())}; tfp_flows / TFP ≥ "
-        f"{TARGET_RATIO}× for train and log_prob samples/s, and for train samples/s "
+        f"{TARGET_RATIO}× for train and {TARGET_LOG_PROB}× for log_prob samples/s, and "
+        f"{TARGET_RATIO}× for train samples/s "
         "against the TFP loop (tfp_flows at Keras defaults and at the recipe). Same start: "
         "with the same seed both systems have identical initial weights, and after the same "
         "noise is added to every weight the largest |Δ log p| on 1000 test points is "
@@ -722,8 +883,8 @@ def targets_table(report):
         if target is not None:
             nll += f" (≤ {target} {_mark(medians['tfp_flows']['test_nll'] <= target)})"
         ratio = {
-            key: f"{r[key]:.3f}× {_mark(r[key] >= TARGET_RATIO)}" if r else "n/a"
-            for key in ("train", "log_prob")
+            key: f"{r[key]:.3f}× {_mark(r[key] >= goal)}" if r else "n/a"
+            for key, goal in (("train", TARGET_RATIO), ("log_prob", TARGET_LOG_PROB))
         }
         loop = record.get("loop")
         if loop:
@@ -799,6 +960,20 @@ def parse_args(argv=None):
         action="store_true",
         help="leave out the hand-written TFP loop and tfp_flows at Keras' defaults",
     )
+    parser.add_argument(
+        "--zuko-python",
+        default=None,
+        metavar="PYTHON",
+        help="an interpreter with torch and zuko: adds zuko's RealNVP (PyTorch, its own "
+        "process, after each repeat's TFP loop) to the RealNVP cells' loop comparison",
+    )
+    parser.add_argument(
+        "--zuko-threads",
+        type=int,
+        default=0,
+        help="torch.set_num_threads for zuko (default 0: torch's own default, one per core); "
+        "on a loaded machine torch's threads wait on each other: 1 can be several times faster",
+    )
     parser.add_argument("--warmup", type=int, default=None, help="untimed calls (default 3)")
     parser.add_argument("--calls", type=int, default=None, help="timed calls (default 30)")
     parser.add_argument(
@@ -849,6 +1024,8 @@ def build_report(args, info, records, wall_seconds):
             "true_entropy_nats": TRUE_ENTROPY,
             "target_nll_nats": TARGET_NLL,
             "target_ratio": TARGET_RATIO,
+            "target_log_prob_ratio": TARGET_LOG_PROB,
+            "target_zuko_ratio": TARGET_ZUKO,
         },
         "machine": {**info, "load_average_end": list(os.getloadavg())},
         "memory_note": MEMORY_NOTE,
