@@ -20,7 +20,9 @@ def broadcast(values, context, event_ndims):
     shape = tf.shape(values)
     rank = values.shape.rank if values.shape.rank is not None else tf.rank(values)
     batch, event = shape[: rank - event_ndims], shape[rank - event_ndims :]
-    batch = tf.broadcast_dynamic_shape(batch, tf.shape(context)[:-1])
+    # The broadcast batch shape, as the shape of a sum of zeros: the same answer as
+    # tf.broadcast_dynamic_shape, without its BroadcastArgs op, which ONNX lacks.
+    batch = tf.shape(tf.zeros(batch, tf.int32) + tf.zeros(tf.shape(context)[:-1], tf.int32))
     return (
         tf.broadcast_to(values, tf.concat([batch, event], axis=0)),
         tf.broadcast_to(context, tf.concat([batch, tf.shape(context)[-1:]], axis=0)),

@@ -37,9 +37,9 @@ Known limits (each refused by name): ONNX cannot take the image flows (Glow,
 multi-scale RealNVP): their ResNets guard empty batches with a `tf.cond`,
 which tf2onnx turns into an ONNX `If` whose `Conv` nodes ONNX Runtime cannot
 type-check ("Attribute dilations has incorrect size"), and their logit step's
-`Log1p` has no ONNX counterpart in tf2onnx; nor conditional flows: pairing
-points with contexts broadcasts batch shapes with TF's BroadcastArgs, which
-ONNX lacks. TFLite takes both. Portable exports are float32 and use
+`Log1p` has no ONNX counterpart in tf2onnx. TFLite takes them. Conditional
+flows convert to both (their batch shapes broadcast without BroadcastArgs,
+see `tfp_flows.context.broadcast`). Portable exports are float32 and use
 the default standard normal base.
 
 Example:
@@ -161,13 +161,6 @@ def check_convertible(model, format):
         raise PortableExportError(
             f"{family(model)}: a custom base distribution is TFP's own code, whose shape logic "
             "(BroadcastArgs and friends) the portable runtimes lack: export it as a SavedModel."
-        )
-    if format == "onnx" and model.conditional:
-        raise PortableExportError(
-            f"conditional {family(model)} cannot be exported to ONNX: pairing points with "
-            "contexts broadcasts their batch shapes (tf.broadcast_dynamic_shape, TF's "
-            "BroadcastArgs), an op ONNX lacks and tf2onnx does not convert. Use --format "
-            "tflite or saved_model."
         )
     if format == "onnx":
         from tfp_flows.layers import ImageCouplingLayer
