@@ -25,6 +25,7 @@ from tfp_flows.bijectors.multiscale import MultiScale
 from tfp_flows.bijectors.planar import Planar
 from tfp_flows.bijectors.radial import Radial
 from tfp_flows.bijectors.reverse import Reverse
+from tfp_flows.bijectors.scale_and_shift import ScaleAndShift
 from tfp_flows.bijectors.squeeze import Squeeze
 from tfp_flows.bijectors.transformers import (
     Affine,
@@ -48,6 +49,7 @@ __all__ = [
     "Radial",
     "RationalQuadraticSpline",
     "Reverse",
+    "ScaleAndShift",
     "SplineCoupling",
     "Squeeze",
     "Transformer",

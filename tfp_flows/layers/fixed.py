@@ -7,7 +7,7 @@ import numpy as np
 import tensorflow_probability as tfp
 
 from tfp_flows import validation
-from tfp_flows.bijectors import Reverse
+from tfp_flows.bijectors import Reverse, ScaleAndShift
 from tfp_flows.layers.base import FlowLayer
 
 tfb = tfp.bijectors
@@ -118,9 +118,8 @@ class ScaleAndShiftLayer(FlowLayer):
 
     def make_bijector(self):
         dtype = self.dtype_policy.variable_dtype
-        return tfb.Chain(
-            [tfb.Shift(np.asarray(self.shift, dtype)), tfb.Scale(np.asarray(self.scale, dtype))],
-            name=self.name,
+        return ScaleAndShift(
+            np.asarray(self.scale, dtype), np.asarray(self.shift, dtype), name=self.name
         )
 
     def get_config(self):
