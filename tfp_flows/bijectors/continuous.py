@@ -342,13 +342,15 @@ def solve_dopri5(field, field_and_trace, x, rtol, atol, max_num_steps):
     """Adaptive Dormand–Prince 5(4) over s ∈ [0, 1], each row with its own step size.
 
     field(s [N], y [N, D]) → [N, D]; with `field_and_trace` (s, y) → (dy,
-    trace [N]) the trace is integrated alongside with the same steps (the
-    step sizes are controlled by the state y alone, so a solve with and
-    without the trace follows the same steps). A row's error norm is the RMS
-    of err / (atol + rtol·max(|y_old|, |y_new|)); a step is accepted when it
-    is at most 1. Rows whose state turns non-finite stop with NaN. Raises an
-    InvalidArgumentError naming `max_num_steps` when a row has not reached
-    s = 1 after that many steps. Returns (y(1), ∫ trace ds or None).
+    trace [N]) the trace is integrated alongside with the same steps. A
+    row's error norm is the RMS of err / (atol + rtol·max(|y_old|, |y_new|)),
+    and with the trace the larger of that and the log-det's own
+    |err| / (atol + rtol·max(|ℓ_old|, |ℓ_new|)); a step is accepted when it
+    is at most 1 (so a solve with the log-det may take more steps than one
+    without, and both are within the tolerances). Rows whose state turns
+    non-finite stop with NaN. Raises an InvalidArgumentError naming
+    `max_num_steps` when a row has not reached s = 1 after that many steps.
+    Returns (y(1), ∫ trace ds or None).
     """
     dtype = x.dtype
     n = tf.shape(x)[0]
@@ -403,7 +405,17 @@ def solve_dopri5(field, field_and_trace, x, rtol, atol, max_num_steps):
             if w:
                 error += (w * h_step)[:, None] * k[0]
         scale = atol + rtol * tf.maximum(tf.abs(x_old), tf.abs(x_new))
-        error_norm = tf.stop_gradient(rms(error / scale))
+        error_norm = rms(error / scale)
+        if with_trace:
+            # The log-det is controlled too: along a path the state's steps integrate
+            # exactly (a straight line), the trace's integral need not be.
+            trace_error = tf.zeros_like(state[1])
+            for k, w in zip(stages, _E):
+                if w:
+                    trace_error += w * h_step * k[1]
+            trace_scale = atol + rtol * tf.maximum(tf.abs(state[1]), tf.abs(new_state[1]))
+            error_norm = tf.maximum(error_norm, tf.abs(trace_error) / trace_scale)
+        error_norm = tf.stop_gradient(error_norm)
         finite = tf.math.is_finite(error_norm)
         accept = active & ((error_norm <= 1.0) | ~finite)
         factor = _SAFETY * tf.pow(tf.maximum(error_norm, 1e-10), -0.2)
