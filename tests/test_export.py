@@ -113,9 +113,8 @@ LOAD_WITHOUT_THE_LIBRARIES = textwrap.dedent("""
 """)
 
 
-def test_loads_and_runs_without_tfp_or_tfp_flows(exported, tmp_path):
-    model, path = exported
-    x = _points(11)
+def _assert_runs_without_the_libraries(model, path, x, tmp_path):
+    """The export at `path` loads where TFP and tfp_flows are absent and answers as `model`."""
     np.save(tmp_path / "x.npy", x)
     result = subprocess.run(
         [sys.executable, "-c", LOAD_WITHOUT_THE_LIBRARIES, str(path), str(tmp_path / "x.npy")],
@@ -127,6 +126,11 @@ def test_loads_and_runs_without_tfp_or_tfp_flows(exported, tmp_path):
     out = json.loads(result.stdout.split("RESULT ", 1)[1])
     np.testing.assert_allclose(out["log_prob"], model.log_prob(x), atol=1e-5)
     np.testing.assert_allclose(out["samples"], model.sample(4, seed=[5, 6]), atol=1e-5)
+
+
+def test_loads_and_runs_without_tfp_or_tfp_flows(exported, tmp_path):
+    model, path = exported
+    _assert_runs_without_the_libraries(model, path, _points(11), tmp_path)
 
 
 def test_saved_model_cli_show_and_run(exported, tmp_path):
@@ -516,17 +520,7 @@ def test_cnf_signatures_run_the_solver_and_match_the_model(solver, tmp_path):
     # TF Serving's loader, and a machine without TFP or tfp_flows
     out = _saved_model_cli_run(path, "log_prob", {"x": x}, tmp_path)
     np.testing.assert_allclose(np.load(out / "log_prob.npy"), model.log_prob(x), atol=1e-5)
-    np.save(tmp_path / "x.npy", x)
-    result = subprocess.run(
-        [sys.executable, "-c", LOAD_WITHOUT_THE_LIBRARIES, str(path), str(tmp_path / "x.npy")],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    out = json.loads(result.stdout.split("RESULT ", 1)[1])
-    np.testing.assert_allclose(out["log_prob"], model.log_prob(x), atol=1e-5)
-    np.testing.assert_allclose(out["samples"], model.sample(4, seed=[5, 6]), atol=1e-5)
+    _assert_runs_without_the_libraries(model, path, x, tmp_path)
 
 
 def test_conditional_cnf_export_takes_a_context(tmp_path):
