@@ -53,7 +53,9 @@ NSF_LARGE = [
     "--hidden-units", "128", "128",
     "--learning-rate", "3e-3",
 ]  # fmt: skip
-RECOMMENDED = {"moons": NSF_LARGE, "checkerboard": NSF_LARGE, "8gaussians": NSF_LARGE}
+# Moons: the same flow from 6e-3 (3 seeds 0.3068 ± 0.0036 against 0.3089 ± 0.0038 from 3e-3).
+NSF_LARGE_FAST = [*NSF_LARGE[:-1], "6e-3"]
+RECOMMENDED = {"moons": NSF_LARGE_FAST, "checkerboard": NSF_LARGE, "8gaussians": NSF_LARGE}
 
 
 def parse_args(argv=None):
