@@ -34,6 +34,10 @@ in each cell that has a built-in, their epochs alternating:
   an epoch's steps up to 20 per compiled call; no XLA), same batch size.
 
 Train samples/s of the last three are also reported over `tfp_loop`'s.
+With `--zuko-python PYTHON` (an interpreter with torch and zuko), RealNVP
+cells add zuko's `zuko.flows.RealNVP` at the same couplings and widths,
+trained by a plain PyTorch loop in that interpreter right after each
+repeat's `tfp_loop` (`--zuko-threads` sets torch's threads).
 
     cd /work/main
     python benchmarks/matrix.py --quick                       # smoke test, every cell
