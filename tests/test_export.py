@@ -145,30 +145,8 @@ def test_saved_model_cli_show_and_run(exported, tmp_path):
     for name in SIGNATURES:
         assert f"signature_def['{name}']" in shown.stdout
     x = _points(9, seed=1)
-    np.save(tmp_path / "x.npy", x)
-    run = subprocess.run(
-        [
-            SAVED_MODEL_CLI,
-            "run",
-            "--dir",
-            path,
-            "--tag_set",
-            "serve",
-            "--signature_def",
-            "log_prob",
-            "--inputs",
-            f"x={tmp_path / 'x.npy'}",
-            "--outdir",
-            tmp_path / "out",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert run.returncode == 0, run.stderr[-3000:]
-    np.testing.assert_allclose(
-        np.load(tmp_path / "out" / "log_prob.npy"), model.log_prob(x), atol=1e-5
-    )
+    out = _saved_model_cli_run(path, "log_prob", {"x": x}, tmp_path)
+    np.testing.assert_allclose(np.load(out / "log_prob.npy"), model.log_prob(x), atol=1e-5)
 
 
 def test_versions_count_up_and_are_never_overwritten(exported, tmp_path):
